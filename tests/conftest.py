@@ -1,0 +1,37 @@
+"""Session-wide test helpers: where ../shared lives, and seeded, single-threaded torch."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MICROMOTION_SHARED", REPO.parent / "shared")).resolve()
+
+
+def pytest_configure(config):
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ../shared folder (fixtures, reference directions and faces). Missing → hard error."""
+    if not (SHARED / "fixtures").is_dir():
+        raise RuntimeError(f"../shared not found at {SHARED}; set MICROMOTION_SHARED to its path")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(shared_dir) -> Path:
+    return shared_dir / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def faces_dir(shared_dir) -> Path:
+    return shared_dir / "reference" / "faces"
+
+
+@pytest.fixture(scope="session")
+def official_directions_dir(shared_dir) -> Path:
+    return shared_dir / "reference" / "micromotion_directions"
