@@ -1,0 +1,380 @@
+"""Runtime policy for the networks: precision, device placement, CUDA-graph replay, pinned host transfers.
+
+* `resolve_device(device)`              -- "auto" -> "cuda" when available, else "cpu"; a `torch.device`.
+* `Precision`                           -- "fp32" | "fp16" | "bf16" policy; fp32 is forced on CPU (logged once).
+* `autocast_dtype(device, precision)`   -- the torch dtype the networks run in under that policy.
+* `prepare(module, device, precision)`  -- eval, no grad, moved to the device and cast to the policy's dtype.
+* `CudaGraphRunner(fn, warmup=3)`       -- capture `fn` once per input-shape signature into a `torch.cuda.CUDAGraph`
+                                           and replay it; eager on CPU and when capture fails (logged once).
+* `maybe_compile(fn, enabled)`          -- `torch.compile` as an opt-in (off by default everywhere).
+* `PinnedTransfer`                      -- reusable pinned host buffers + non-blocking host<->device copies.
+
+Torch is imported lazily inside functions: importing this module costs nothing and never touches CUDA.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+_logged_once: set[str] = set()
+
+
+def _log_once(key: str, level: int, msg: str, *args) -> None:
+    """Log `msg` the first time `key` is seen in this process."""
+    if key in _logged_once:
+        return
+    _logged_once.add(key)
+    log.log(level, msg, *args)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Device and precision
+
+
+def cuda_available() -> bool:
+    """`torch.cuda.is_available()` (imports torch)."""
+    import torch  # noqa: PLC0415
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(device: Any = "auto"):
+    """A `torch.device` for "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N" or a device.
+
+    Raises ValueError (one line) when CUDA is asked for but not available.
+    """
+    import torch  # noqa: PLC0415
+
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r} ({exc}); use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available here; use --device cpu (or auto)")
+    return dev
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Numeric policy for the networks.
+
+    name:   "fp32" | "fp16" | "bf16" -- the dtype parameters and activations use on the device.
+    device: the device type the policy was resolved for ("cpu", "cuda", ...).
+    On CPU the policy is always fp32 (half precision convolutions are slow or missing there); `Precision.resolve`
+    logs that once when a lower precision was asked for.
+    """
+
+    name: str = "fp32"
+    device: str = "cpu"
+
+    @staticmethod
+    def resolve(precision: str | "Precision" | None, device: Any = "cpu") -> "Precision":
+        """Validate `precision` ("auto" -> fp16 on CUDA, fp32 elsewhere) and force fp32 off CUDA."""
+        dev_type = _device_type(device)
+        if isinstance(precision, Precision):
+            precision = precision.name
+        name = (precision or "auto").strip().lower()
+        if name == "auto":
+            name = "fp16" if dev_type == "cuda" else "fp32"
+        if name not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)} (or auto)")
+        if dev_type != "cuda" and name != "fp32":
+            _log_once(f"force-fp32-{dev_type}-{name}", logging.INFO,
+                      "precision %s asked for on %s: running fp32 (half precision is a CUDA-only fast path)",
+                      name, dev_type)
+            name = "fp32"
+        return Precision(name=name, device=dev_type)
+
+    @property
+    def dtype(self):
+        """The torch dtype of this policy."""
+        return autocast_dtype(self.device, self.name)
+
+    @property
+    def is_half(self) -> bool:
+        return self.name != "fp32"
+
+
+def _device_type(device: Any) -> str:
+    if device is None:
+        return "cpu"
+    if isinstance(device, str):
+        return device.split(":")[0].strip().lower() or "cpu"
+    return str(getattr(device, "type", device))
+
+
+def autocast_dtype(device: Any, precision: str):
+    """torch dtype for `precision` on `device` (fp32 whenever the device is not CUDA)."""
+    import torch  # noqa: PLC0415
+
+    if _device_type(device) != "cuda":
+        return torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def prepare(module, device: Any = "cpu", precision: str | Precision = "fp32", keep_fp32: Sequence[type] = ()):
+    """Ready a network for inference: `eval()`, `requires_grad_(False)`, moved to `device`, cast to the policy.
+
+    keep_fp32: module classes whose parameters/buffers stay float32 under a half policy (e.g. normalisation
+               layers whose statistics overflow in fp16). Their inputs are then cast by the caller or by autocast.
+    Buffers that are not floating point (e.g. `num_batches_tracked`) are never cast. Returns the same module.
+    """
+    policy = Precision.resolve(precision, device)
+    dev = resolve_device(device)
+    module = module.eval().requires_grad_(False).to(dev)
+    if policy.is_half:
+        module = module.to(policy.dtype)
+        if keep_fp32:
+            import torch  # noqa: PLC0415
+
+            for sub in module.modules():
+                if isinstance(sub, tuple(keep_fp32)):
+                    sub.to(torch.float32)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CUDA graphs
+
+
+def _flatten(out) -> tuple[list, Callable[[list], Any]]:
+    """Flat list of tensors in `out` (a tensor or a tuple/list of tensors) and a function rebuilding the structure."""
+    import torch  # noqa: PLC0415
+
+    if isinstance(out, torch.Tensor):
+        return [out], lambda flat: flat[0]
+    if isinstance(out, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in out):
+        kind = type(out)
+        return list(out), lambda flat: kind(flat)
+    raise TypeError(f"CudaGraphRunner: fn must return a tensor or a tuple of tensors, got {type(out).__name__}")
+
+
+class _Captured:
+    """One captured graph: static input buffers, the graph, static outputs."""
+
+    def __init__(self, graph, static_in: list, static_out: list, rebuild: Callable):
+        self.graph = graph
+        self.static_in = static_in
+        self.static_out = static_out
+        self.rebuild = rebuild
+
+
+class CudaGraphRunner:
+    """Replay `fn(*tensors)` from a CUDA graph captured once per input-shape signature.
+
+    fn:            a pure tensor function (no host sync, no data-dependent shapes, no CPU tensors created
+                   inside); returns a tensor or a tuple of tensors.
+    warmup:        eager iterations on a side stream before capture (lets cuDNN/cuBLAS pick algorithms and
+                   allocate workspaces outside the graph).
+    enabled:       False -> always eager.
+    max_graphs:    captured signatures kept (least recently used dropped). A new signature -- e.g. the number of
+                   faces changed -- is captured on first sight; one seen before is replayed without recapture.
+    clone_outputs: True -> return copies; False (default) -> return the static output buffers, valid until the
+                   next call (the caller copies them to the host right away).
+
+    Calls with CPU tensors, without CUDA, or after a capture failure (logged once, with the reason) run `fn`
+    eagerly, so callers never need a separate code path. Run it under `torch.no_grad()` / inference mode.
+    """
+
+    def __init__(
+        self,
+        fn: Callable,
+        warmup: int = 3,
+        enabled: bool = True,
+        max_graphs: int = 8,
+        clone_outputs: bool = False,
+        name: str = "",
+    ):
+        self.fn = fn
+        self.warmup = int(warmup)
+        self.enabled = bool(enabled)
+        self.max_graphs = int(max_graphs)
+        self.clone_outputs = bool(clone_outputs)
+        self.name = name or getattr(fn, "__name__", "fn")
+        self._graphs: "OrderedDict[tuple, _Captured]" = OrderedDict()
+        self._failed: set[tuple] = set()
+        self._pool = None
+        self.stats = {"captures": 0, "replays": 0, "eager": 0, "failures": 0}
+
+    @staticmethod
+    def signature(args: Sequence) -> tuple:
+        """(shape, dtype, device) of every tensor argument: a new signature means a new capture."""
+        return tuple((tuple(a.shape), str(a.dtype), str(a.device)) for a in args)
+
+    def _graphable(self, args: Sequence) -> bool:
+        import torch  # noqa: PLC0415
+
+        if not self.enabled or not args:
+            return False
+        if not all(isinstance(a, torch.Tensor) and a.is_cuda for a in args):
+            return False
+        return bool(torch.cuda.is_available())
+
+    def __call__(self, *args):
+        if not self._graphable(args):
+            self.stats["eager"] += 1
+            return self.fn(*args)
+        sig = self.signature(args)
+        if sig in self._failed:
+            self.stats["eager"] += 1
+            return self.fn(*args)
+        cap = self._graphs.get(sig)
+        if cap is None:
+            try:
+                cap = self._capture(args)
+            except Exception as exc:  # noqa: BLE001 -- any capture failure falls back to eager, once logged
+                self._failed.add(sig)
+                self.stats["failures"] += 1
+                _log_once(f"graph-fail-{self.name}-{type(exc).__name__}", logging.WARNING,
+                          "CUDA graph capture of %s failed (%s: %s); running it eagerly",
+                          self.name, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+                self.stats["eager"] += 1
+                return self.fn(*args)
+            self._graphs[sig] = cap
+            while len(self._graphs) > self.max_graphs:
+                self._graphs.popitem(last=False)
+        else:
+            self._graphs.move_to_end(sig)
+            for dst, src in zip(cap.static_in, args):
+                dst.copy_(src, non_blocking=True)
+        cap.graph.replay()
+        self.stats["replays"] += 1
+        out = cap.static_out
+        if self.clone_outputs:
+            out = [t.clone() for t in out]
+        return cap.rebuild(out)
+
+    def _capture(self, args: Sequence) -> _Captured:
+        """Warm up on a side stream, then capture `fn` on static copies of `args`."""
+        import torch  # noqa: PLC0415
+
+        static_in = [a.detach().clone() for a in args]
+        side = torch.cuda.Stream(device=static_in[0].device)
+        side.wait_stream(torch.cuda.current_stream(static_in[0].device))
+        with torch.cuda.stream(side):
+            for _ in range(max(self.warmup, 1)):
+                self.fn(*static_in)
+        torch.cuda.current_stream(static_in[0].device).wait_stream(side)
+        torch.cuda.synchronize(static_in[0].device)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = self.fn(*static_in)
+        flat, rebuild = _flatten(out)
+        self.stats["captures"] += 1
+        log.info("captured CUDA graph for %s, input shapes %s", self.name, [tuple(a.shape) for a in args])
+        return _Captured(graph, static_in, flat, rebuild)
+
+    def reset(self) -> None:
+        """Drop every captured graph (e.g. after the weights changed)."""
+        self._graphs.clear()
+        self._failed.clear()
+
+
+def maybe_compile(fn: Callable, enabled: bool = False, mode: str = "max-autotune-no-cudagraphs") -> Callable:
+    """`torch.compile(fn, mode=mode)` when `enabled`, else `fn`. Falls back to `fn` (logged once) on failure.
+
+    The default mode leaves CUDA graphs to `CudaGraphRunner` so the two can be combined.
+    """
+    if not enabled:
+        return fn
+    import torch  # noqa: PLC0415
+
+    try:
+        return torch.compile(fn, mode=mode, dynamic=False)
+    except Exception as exc:  # noqa: BLE001
+        _log_once("compile-fail", logging.WARNING, "torch.compile unavailable (%s); running eagerly", exc)
+        return fn
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pinned host buffers
+
+
+class PinnedTransfer:
+    """Host <-> device copies through reusable pinned buffers with non-blocking transfers.
+
+    `to_device(array)` stages a numpy array (or CPU tensor) in a pinned buffer of its shape/dtype and issues a
+    non-blocking H2D copy; the buffer is not reused before that copy finished (a CUDA event guards it).
+    `to_host(tensor)` issues a non-blocking D2H copy into a pinned buffer, waits for it, and returns a numpy
+    array that owns its memory (a copy of the pinned buffer, so it stays valid after the next call).
+    On CPU devices both are plain conversions without copies where possible.
+    """
+
+    def __init__(self, device: Any = "cpu"):
+        import torch  # noqa: PLC0415
+
+        self.device = resolve_device(device)
+        self._cuda = self.device.type == "cuda"
+        self._buffers: dict = {}
+        self._events: dict = {}
+        self._torch = torch
+
+    def _buffer(self, key: tuple, shape, dtype):
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._torch.empty(shape, dtype=dtype, pin_memory=True)
+            self._buffers[key] = buf
+        ev = self._events.get(key)
+        if ev is not None:
+            ev.synchronize()  # the previous copy through this buffer has finished
+        return buf
+
+    def to_device(self, array):
+        """numpy array / CPU tensor -> tensor on the device (same dtype)."""
+        torch = self._torch
+        src = torch.from_numpy(array) if not isinstance(array, torch.Tensor) else array
+        if not self._cuda:
+            return src
+        key = ("h2d", tuple(src.shape), src.dtype)
+        buf = self._buffer(key, tuple(src.shape), src.dtype)
+        buf.copy_(src)
+        out = buf.to(self.device, non_blocking=True)
+        ev = torch.cuda.Event()
+        ev.record(torch.cuda.current_stream(self.device))
+        self._events[key] = ev
+        return out
+
+    def to_host(self, tensor):
+        """tensor on the device -> numpy array (a fresh array the caller owns)."""
+        torch = self._torch
+        if not tensor.is_cuda:
+            return tensor.detach().numpy().copy()
+        key = ("d2h", tuple(tensor.shape), tensor.dtype)
+        buf = self._buffer(key, tuple(tensor.shape), tensor.dtype)
+        buf.copy_(tensor.detach(), non_blocking=True)
+        ev = torch.cuda.Event()
+        ev.record(torch.cuda.current_stream(tensor.device))
+        self._events[key] = ev
+        ev.synchronize()
+        return buf.numpy().copy()
+
+
+def synchronize(device: Any) -> None:
+    """Wait for queued CUDA work on `device` (a no-op on CPU); used to time stages honestly."""
+    if _device_type(device) == "cuda":
+        import torch  # noqa: PLC0415
+
+        torch.cuda.synchronize(device)
+
+
+__all__ = [
+    "PRECISIONS",
+    "CudaGraphRunner",
+    "PinnedTransfer",
+    "Precision",
+    "autocast_dtype",
+    "cuda_available",
+    "maybe_compile",
+    "prepare",
+    "resolve_device",
+    "synchronize",
+]
