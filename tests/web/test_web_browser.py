@@ -1,0 +1,59 @@
+"""A real headless Chromium, its fake camera fed a real face, talks WebRTC to `python -m web` on loopback.
+
+The browser and the server run in a network namespace with only `lo` (ENVIRONMENT.md); the probe script
+(browser_probe.py) starts the server, drives the page with playwright and writes what it saw as JSON.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from web_netns import netns_missing_reason, run_loopback
+
+PROBE = Path(__file__).with_name("browser_probe.py")
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _skip_reason() -> str | None:
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        return "Debian's chromium is not installed (apt-get install chromium; install.sh --test does it)"
+    return netns_missing_reason()
+
+
+def run_probe(tmp_path: Path, face: Path, server_args: list[str]) -> dict:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "probe.json"
+    res = run_loopback([sys.executable, str(PROBE), "--face", str(face), "--out", str(out),
+                        "--workdir", str(tmp_path / "work"), "--", *server_args], timeout=300)
+    assert out.exists(), f"probe wrote nothing:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    report = json.loads(out.read_text())
+    log = (tmp_path / "work" / "server.log")
+    assert "failure" not in report, f"{report.get('failure')}\nserver log:\n" + \
+        (log.read_text()[-4000:] if log.exists() else "")
+    return report
+
+
+@pytest.mark.browser
+def test_browser_receives_edited_stream_and_controls_apply(tmp_path, faces_dir):
+    report = run_probe(tmp_path, faces_dir / "01.jpg", ["--demo"])
+    before, after = report["before"], report["after_3s"]
+    # the edited stream arrives with the camera's size, and frames advance
+    assert (before["w"], before["h"]) == (320, 240)
+    assert after["shown"] > before["shown"] and after["t"] > before["t"]
+    assert after["decoded"] > before["decoded"]
+    assert after["state"] == "connected"
+    stats = after["stats"]
+    assert stats["frames_out"] > 0 and stats["errors"] == 0 and stats["size"] == [320, 240]
+    # the α slider went over the data channel: the server's stats echo it, and the pixels follow
+    changed = report["after_change"]["stats"]["controls"]["directions"]
+    assert changed == {report["direction"]: 4.0}
+    assert report["centre_after"][0] > report["centre_before"][0] + 20, (report["centre_before"],
+                                                                         report["centre_after"])
+    assert "unknown direction" in report["unknown_direction_error"]
+    print(f"\nbrowser: first frame {report['first_frame_s']} s after Start, {report['fps_shown']} fps shown")

@@ -1,0 +1,163 @@
+"""`web.server`: bad input on /offer, per-client errors, several peers each with its own controls.
+
+HTTP-only checks run here on 127.0.0.1; tests that move media re-run themselves in a loopback-only
+network namespace (see web_netns.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from web_netns import rerun_in_netns
+
+
+def _binding(kind: str):
+    from web.server import demo_binding
+
+    assert kind == "demo"
+    return demo_binding()
+
+
+async def _serve(binding, **config):
+    from aiohttp import web
+
+    from web.server import ServerConfig, WebServer
+
+    server = WebServer(binding, ServerConfig(ice_addresses=["127.0.0.1"], **config))
+    runner = web.AppRunner(server.make_app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return server, runner, f"http://127.0.0.1:{port}"
+
+
+async def _post(url, data, content_type="application/json"):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, data=data, headers={"Content-Type": content_type}) as r:
+            return r.status, await r.json()
+
+
+async def _get(url):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url) as r:
+            return r.status, await r.json()
+
+
+BAD_OFFERS = [
+    (b"{not json", "not JSON"),
+    (b"\xff\xfe\x00garbage", "not JSON"),
+    (json.dumps([1, 2, 3]).encode(), "expected a JSON object"),
+    (json.dumps({"sdp": "v=0", "type": "answer"}).encode(), "expected a JSON object"),
+    (json.dumps({"sdp": 42, "type": "offer"}).encode(), "expected a JSON object"),
+    (json.dumps({"sdp": "hello", "type": "offer"}).encode(), "no video section"),
+    (json.dumps({"sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=garbage\r\n", "type": "offer"}).encode(),
+     "malformed SDP"),
+    (json.dumps({"sdp": "m=video\n" + "x" * 1000, "type": "offer"}).encode(), "malformed SDP"),
+]
+
+
+def test_bad_offers_get_400_with_message_and_server_keeps_serving():
+    async def scenario():
+        server, runner, url = await _serve(_binding("demo"))
+        try:
+            for body, expected in BAD_OFFERS:
+                status, reply = await _post(f"{url}/offer", body)
+                assert status == 400, (body, reply)
+                assert expected in reply["error"], (body, reply)
+            status, reply = await _post(f"{url}/offer", b"x" * (300 * 1024))
+            assert status == 413 and "not an SDP offer" in reply["error"]
+            assert not server.peers, "a refused offer must not leave a peer behind"
+            status, cfg = await _get(f"{url}/config")
+            assert status == 200 and cfg["directions"] and cfg["iceServers"] == []
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+
+
+def test_ice_servers_empty_unless_asked():
+    from web.server import ice_servers_from_urls
+
+    assert ice_servers_from_urls() == []
+    servers = ice_servers_from_urls(["stun.example.org:3478"], ["turn.example.org:3478"], "u", "p")
+    assert servers == [{"urls": ["stun:stun.example.org:3478"]},
+                       {"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]
+
+
+def test_host_candidates_restricted_and_loopback_fallback(monkeypatch):
+    import aioice.ice
+
+    from web import server
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
+    monkeypatch.setattr(server, "_original_get_host_addresses", lambda use_ipv4, use_ipv6: [])
+    server.restrict_host_candidates(None)
+    assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+    server.restrict_host_candidates(["127.0.0.1"])
+    assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
+
+
+def test_two_peers_own_controls_and_errors_stay_with_their_client(request, faces_dir):
+    """Media test (loopback namespace): A sends an unknown direction → only A hears of it; B's α applies."""
+    if rerun_in_netns(request):
+        return
+    import cv2
+
+    from web.loadtest import moving_face_frames, run_peer
+    from web.server import restrict_host_candidates
+
+    restrict_host_candidates(["127.0.0.1"])
+    frames = moving_face_frames(cv2.imread(str(faces_dir / "01.jpg")), n=30)
+    binding = _binding("demo")
+    direction = binding.directions[0]
+
+    async def scenario():
+        server, runner, url = await _serve(binding, stats_interval_s=0.5)
+        sent = {"a": False}
+
+        def a_messages(msg, channel):
+            if msg["type"] == "stats" and not sent["a"] and msg["frames_out"] > 0:
+                sent["a"] = True
+                channel.send(json.dumps({"type": "controls", "controls": {"directions": {"nope": 1.0}}}))
+                channel.send("{this is not json")
+
+        try:
+            a, b = await asyncio.gather(
+                run_peer(url, frames, 6.0, controls={"directions": {direction: 0.0}}, on_message=a_messages),
+                run_peer(url, frames, 6.0, controls={"directions": {direction: 3.5}}))
+            # a malformed offer in the middle of it all does not disturb anyone
+            status, _ = await _post(f"{url}/offer", b"{")
+            assert status == 400
+            await asyncio.sleep(1.0)
+            status, stats = await _get(f"{url}/stats")
+        finally:
+            await runner.cleanup()
+        return a, b, stats
+
+    a, b, stats = asyncio.run(scenario())
+    assert stats["peers"] == 0, "closed peers must be freed"
+    for r in (a, b):
+        assert r["frames"] > 10 and r["sizes"] == [(320, 240)]
+        last = r["stats"][-1]
+        assert last["errors"] == 0
+        # latest-frame only: at most one frame waiting and one in the worker
+        assert 0 <= last["frames_in"] - last["frames_out"] - last["dropped"] <= 2
+    assert [m["message"] for m in a["errors"]][:2] and "unknown direction 'nope'" in a["errors"][0]["message"]
+    assert any("not a JSON object" in m["message"] for m in a["errors"])
+    assert b["errors"] == [], "errors of one client must not reach another"
+    assert a["stats"][-1]["controls"]["directions"] == {direction: 0.0}, "a refused change keeps the old controls"
+    assert b["stats"][-1]["controls"]["directions"] == {direction: 3.5}
+    # the applied α shows in the pixels: B's frames are edited, A's (α=0) are not
+    assert a["last_frame"] is not None and b["last_frame"] is not None
+    centre = (slice(80, 160), slice(100, 220))
+    red_a = a["last_frame"][centre][..., 2].astype(np.float32).mean()
+    red_b = b["last_frame"][centre][..., 2].astype(np.float32).mean()
+    assert red_b > red_a + 20, (red_a, red_b)

@@ -1,0 +1,92 @@
+"""`python -m web`: the live page. Open http://127.0.0.1:8080 in a browser on this machine.
+
+Remote browsers only grant the camera to secure pages: give `--host 0.0.0.0 --cert cert.pem --key key.pem`.
+No STUN/TURN server is used unless `--stun`/`--turn` is given (TURN is only needed across NATs).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import ssl
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m web", description="micromotion live page (WebRTC)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    p.add_argument("--cert", help="TLS certificate (PEM) for HTTPS; needed for cameras in remote browsers")
+    p.add_argument("--key", help="TLS private key (PEM) matching --cert")
+    p.add_argument("--stun", action="append", default=[], metavar="HOST:PORT",
+                   help="STUN server for the page and the server (repeatable; default: none)")
+    p.add_argument("--turn", action="append", default=[], metavar="HOST:PORT",
+                   help="TURN server (only needed when browser and server sit behind different NATs)")
+    p.add_argument("--turn-user", help="TURN user name")
+    p.add_argument("--turn-password", help="TURN password")
+    p.add_argument("--ice-address", action="append", default=None, metavar="IP",
+                   help="offer ICE host candidates on this address only (repeatable; default: all "
+                        "interfaces, or 127.0.0.1 when there is no other)")
+    p.add_argument("--max-peers", type=int, default=8, help="simultaneous browsers (default 8)")
+    p.add_argument("--workers", type=int, default=1, help="threads running the effect (default 1)")
+    p.add_argument("--peer-timeout", type=float, default=10.0,
+                   help="free a peer after this many seconds without a video frame (default 10)")
+    add_effect_arguments(p)
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p
+
+
+def add_effect_arguments(p: argparse.ArgumentParser) -> None:
+    """Effect options shared by `python -m web` and `python -m web.gradio`."""
+    p.add_argument("--generator", default=None, help="generator weights: a name or a path (default: the default)")
+    p.add_argument("--encoder", default=None, help="encoder weights: a name or a path (default: the default)")
+    p.add_argument("--directions", default=None, help="folder of direction files (default: the installed ones)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cuda if available)")
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"], help="inference precision")
+    p.add_argument("--tracking-only", action="store_true", help="no networks: show the face tracking only")
+    p.add_argument("--demo", action="store_true",
+                   help="a stand-in effect (colour tint following α) needing neither weights nor face tracker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if bool(args.cert) != bool(args.key):
+        print("error: --cert and --key go together; give both (PEM files) or neither", file=sys.stderr)
+        return 2
+
+    from aiohttp import web
+
+    from web.server import ServerConfig, WebServer, ice_servers_from_urls, load_binding
+
+    try:
+        binding = load_binding(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if binding.notice:
+        logging.getLogger("web").warning("%s", binding.notice)
+    config = ServerConfig(
+        ice_servers=ice_servers_from_urls(args.stun, args.turn, args.turn_user, args.turn_password),
+        ice_addresses=args.ice_address,
+        max_peers=args.max_peers,
+        workers=args.workers,
+        peer_timeout_s=args.peer_timeout,
+    )
+    ssl_context = None
+    if args.cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.cert, args.key)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"error: cannot load --cert/--key ({exc}); give a PEM certificate and its key", file=sys.stderr)
+            return 2
+    server = WebServer(binding, config)
+    scheme = "https" if ssl_context else "http"
+    print(f"micromotion: open {scheme}://{args.host}:{args.port}/  (mode: {binding.mode})", flush=True)
+    web.run_app(server.make_app(), host=args.host, port=args.port, ssl_context=ssl_context, print=None,
+                access_log=logging.getLogger("aiohttp.access") if args.log_level.upper() == "DEBUG" else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

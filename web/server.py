@@ -1,0 +1,500 @@
+"""The WebRTC page: aiohttp serves one page, aiortc edits each peer's camera with the `Effect`.
+
+One peer = one `RTCPeerConnection` + one `Peer`: its own stream state, its own controls (set over the
+"controls" data channel as JSON, no renegotiation), and one `EffectTrack` sent back. Frames flow:
+
+    browser camera → aiortc decoder → `Peer._pump` keeps only the LATEST frame (older ones are counted
+    as dropped) → `EffectTrack.recv` hands it to a worker thread (`Effect.process`, off the event loop)
+    → frame with the source's pts/time_base → browser.
+
+At most one frame per peer is in the worker at any time, so nothing queues without bound. A peer that
+vanishes without closing is freed by aiortc's ICE consent check ("failed") or, sooner, by the input
+timeout (no frame for `peer_timeout_s`).
+
+Messages on the data channel (JSON, one object per message):
+  client → server  {"type": "controls", "controls": {"directions": {"smile": 2.0}, "animate": true,
+                    "period_s": 2.0, "enabled": true}}
+                   {"type": "ping", "t": <client ms>}
+  server → client  {"type": "stats", "fps", "latency_ms", "process_ms", "frames_in", "frames_out",
+                    "dropped", "errors", "controls": {...as applied...}, "size": [w, h]}
+                   {"type": "controls_ok", "controls": {...}}   {"type": "pong", "t": ...}
+                   {"type": "error", "message": "..."}          (to that client only)
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+
+log = logging.getLogger("web.server")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_OFFER_BYTES = 256 * 1024          # an SDP offer is a few kB; anything this big is not one
+
+
+@dataclass
+class EffectBinding:
+    """What the server needs of an effect, whatever its kind (full, tracking-only, demo)."""
+
+    effect: Any                                   # .process(frame_bgr, controls, state) -> frame_bgr
+    parse_controls: Callable[[dict], Any]         # JSON dict -> controls; ValueError on bad input
+    new_state: Callable[[], Any]                  # a fresh per-stream state
+    directions: list[str]                         # names offered by the page's picker
+    mode: str = "full"                            # "full" | "tracking" | "demo"
+    notice: str | None = None                     # shown on the page (e.g. the weights command)
+    controls_to_dict: Callable[[Any], dict] | None = None
+
+
+@dataclass
+class ServerConfig:
+    """Knobs of the WebRTC server (all have safe defaults)."""
+
+    ice_servers: list[dict] = field(default_factory=list)   # [{"urls": [...], "username", "credential"}]
+    ice_addresses: list[str] | None = None  # host candidates to offer; None = all but loopback, else 127.0.0.1
+    max_peers: int = 8                      # more → HTTP 503
+    workers: int = 1                        # threads running Effect.process (shared by all peers)
+    peer_timeout_s: float = 10.0            # no input frame for this long (once started) → peer closed
+    connect_timeout_s: float = 30.0         # no first frame within this long → peer closed
+    stats_interval_s: float = 1.0           # stats message period on the data channel
+
+
+def controls_as_dict(controls: Any) -> dict:
+    """Best-effort JSON view of a controls object (dataclass or plain)."""
+    if dataclasses.is_dataclass(controls):
+        d = dataclasses.asdict(controls)
+    elif hasattr(controls, "to_dict"):
+        d = controls.to_dict()
+    else:
+        d = dict(vars(controls))
+    return {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool, dict, list, type(None)))}
+
+
+# ---------------------------------------------------------------------------------------------- ICE
+
+
+_original_get_host_addresses = None
+
+
+def restrict_host_candidates(addresses: list[str] | None) -> None:
+    """Make aioice gather host candidates on `addresses` only (None: its default, or 127.0.0.1 if empty).
+
+    aioice never offers 127.0.0.1 on its own; in a loopback-only network namespace (the tests) it would
+    then offer nothing, so loopback is the fallback when no other interface has an address.
+    """
+    global _original_get_host_addresses
+    import aioice.ice
+
+    if _original_get_host_addresses is None:
+        _original_get_host_addresses = aioice.ice.get_host_addresses
+    original = _original_get_host_addresses
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        if addresses:
+            return list(addresses)
+        return original(use_ipv4, use_ipv6) or ["127.0.0.1"]
+
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+def ice_servers_from_urls(stun: list[str] | None = None, turn: list[str] | None = None,
+                          turn_user: str | None = None, turn_password: str | None = None) -> list[dict]:
+    """The ICE server list shared by the server and the page. Empty unless --stun/--turn are given."""
+    servers: list[dict] = []
+    for url in stun or []:
+        servers.append({"urls": [url if url.startswith("stun:") else f"stun:{url}"]})
+    for url in turn or []:
+        entry = {"urls": [url if url.startswith(("turn:", "turns:")) else f"turn:{url}"]}
+        if turn_user is not None:
+            entry["username"] = turn_user
+            entry["credential"] = turn_password or ""
+        servers.append(entry)
+    return servers
+
+
+# --------------------------------------------------------------------------------------------- peers
+
+
+@dataclass
+class PeerStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    errors: int = 0
+    window: list = field(default_factory=list)   # (t_out, latency_s, process_s) since the last report
+    size: tuple = (0, 0)
+
+
+class Peer:
+    """One browser: its connection, stream state, controls, latest input frame and stats."""
+
+    def __init__(self, server: "WebServer", pc):
+        self.id = uuid.uuid4().hex[:8]
+        self.server = server
+        self.pc = pc
+        self.state = server.binding.new_state()
+        self.controls = server.binding.parse_controls({})
+        self.channel = None
+        self.latest = None                      # (av.VideoFrame, arrival monotonic s) or None
+        self.new_frame = asyncio.Event()
+        self.stats = PeerStats()
+        self.tasks: list[asyncio.Task] = []
+        self.closed = False
+        self.created = time.monotonic()
+        self.last_error_sent = 0.0
+
+    # -- data channel --------------------------------------------------------------------------
+
+    def send(self, message: dict) -> None:
+        ch = self.channel
+        if ch is not None and ch.readyState == "open":
+            try:
+                ch.send(json.dumps(message))
+            except Exception as exc:  # channel closing under us: the peer is going away
+                log.debug("peer %s: send failed: %s", self.id, exc)
+
+    def on_message(self, raw) -> None:
+        try:
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8")
+            msg = json.loads(raw)
+            if not isinstance(msg, dict):
+                raise ValueError("a message must be a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.send({"type": "error", "message": f"bad message (not a JSON object): {exc}"})
+            return
+        kind = msg.get("type")
+        if kind == "controls":
+            try:
+                self.controls = self.server.binding.parse_controls(msg.get("controls", {}))
+            except (ValueError, TypeError, KeyError) as exc:
+                self.send({"type": "error", "message": f"controls refused: {exc}"})
+                return
+            self.send({"type": "controls_ok", "controls": self.controls_view()})
+        elif kind == "ping":
+            self.send({"type": "pong", "t": msg.get("t")})
+        else:
+            self.send({"type": "error", "message": f"unknown message type {kind!r}; use 'controls' or 'ping'"})
+
+    def controls_view(self) -> dict:
+        to_dict = self.server.binding.controls_to_dict or controls_as_dict
+        return to_dict(self.controls)
+
+    # -- media ---------------------------------------------------------------------------------
+
+    async def pump(self, track) -> None:
+        """Read the browser's track as fast as it comes, keeping only the newest frame."""
+        from aiortc.mediastreams import MediaStreamError
+
+        cfg = self.server.config
+        while not self.closed:
+            timeout = cfg.peer_timeout_s if self.stats.frames_in else cfg.connect_timeout_s
+            try:
+                frame = await asyncio.wait_for(track.recv(), timeout=timeout)
+            except asyncio.TimeoutError:
+                await self.close(f"no video frame for {timeout:.0f} s")
+                return
+            except MediaStreamError:
+                await self.close("the browser's track ended")
+                return
+            if self.latest is not None:
+                self.stats.dropped += 1
+            self.latest = (frame, time.monotonic())
+            self.stats.frames_in += 1
+            self.new_frame.set()
+
+    def process(self, frame, controls):
+        """Worker thread: av.VideoFrame → Effect → av.VideoFrame with the same pts/time_base."""
+        from av import VideoFrame
+
+        image = frame.to_ndarray(format="bgr24")
+        t0 = time.monotonic()
+        try:
+            out = self.server.binding.effect.process(image, controls, self.state)
+            error = None
+        except Exception as exc:  # keep streaming the camera, tell the client
+            log.exception("peer %s: effect failed", self.id)
+            out, error = image, f"{type(exc).__name__}: {exc}"
+        t1 = time.monotonic()
+        result = VideoFrame.from_ndarray(out, format="bgr24")
+        result.pts = frame.pts
+        result.time_base = frame.time_base
+        return result, t1 - t0, error, (image.shape[1], image.shape[0])
+
+    async def next_output(self):
+        from aiortc.mediastreams import MediaStreamError
+
+        while True:
+            if self.closed:
+                raise MediaStreamError
+            if self.latest is None:
+                self.new_frame.clear()
+                await self.new_frame.wait()
+                continue
+            frame, arrived = self.latest
+            self.latest = None
+            break
+        loop = asyncio.get_running_loop()
+        out, process_s, error, size = await loop.run_in_executor(
+            self.server.executor, self.process, frame, self.controls)
+        now = time.monotonic()
+        self.stats.frames_out += 1
+        self.stats.size = size
+        self.stats.window.append((now, now - arrived, process_s))
+        if error is not None:
+            self.stats.errors += 1
+            if now - self.last_error_sent > 2.0:
+                self.last_error_sent = now
+                self.send({"type": "error", "message": f"effect failed on a frame: {error}"})
+        return out
+
+    async def report(self) -> None:
+        """Send stats over the data channel every `stats_interval_s`."""
+        interval = self.server.config.stats_interval_s
+        last = time.monotonic()
+        while not self.closed:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            msg = self.snapshot(now - last)
+            last = now
+            self.send(msg)
+
+    def snapshot(self, span_s: float | None = None) -> dict:
+        window, self.stats.window = self.stats.window, []
+        n = len(window)
+        span = span_s or self.server.config.stats_interval_s
+        return {
+            "type": "stats",
+            "peer": self.id,
+            "fps": round(n / span, 2) if span > 0 else 0.0,
+            "latency_ms": round(1000 * sum(w[1] for w in window) / n, 2) if n else None,
+            "process_ms": round(1000 * sum(w[2] for w in window) / n, 2) if n else None,
+            "frames_in": self.stats.frames_in,
+            "frames_out": self.stats.frames_out,
+            "dropped": self.stats.dropped,
+            "errors": self.stats.errors,
+            "size": list(self.stats.size),
+            "mode": self.server.binding.mode,
+            "controls": self.controls_view(),
+        }
+
+    async def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        log.info("peer %s closed: %s", self.id, reason)
+        self.new_frame.set()
+        current = asyncio.current_task()
+        for task in self.tasks:
+            if task is not current:
+                task.cancel()
+        self.server.peers.pop(self.id, None)
+        try:
+            await self.pc.close()
+        finally:
+            release = getattr(self.state, "close", None)
+            if callable(release):
+                try:
+                    release()
+                except Exception:
+                    log.exception("peer %s: state.close failed", self.id)
+            self.state = None
+            self.latest = None
+
+
+def _make_effect_track(peer: Peer):
+    from aiortc import MediaStreamTrack
+
+    class EffectTrack(MediaStreamTrack):
+        """The edited camera of one peer: one `recv()` per frame sent."""
+
+        kind = "video"
+
+        def __init__(self):
+            super().__init__()
+            self.peer = peer
+
+        async def recv(self):
+            return await self.peer.next_output()
+
+    return EffectTrack()
+
+
+# -------------------------------------------------------------------------------------------- server
+
+
+class WebServer:
+    """Holds the effect, the worker pool and the live peers; builds the aiohttp application."""
+
+    def __init__(self, binding: EffectBinding, config: ServerConfig | None = None):
+        self.binding = binding
+        self.config = config or ServerConfig()
+        self.peers: dict[str, Peer] = {}
+        self.executor = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="effect")
+        restrict_host_candidates(self.config.ice_addresses)
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_OFFER_BYTES)
+        app.router.add_get("/", self.index)
+        app.router.add_get("/config", self.get_config)
+        app.router.add_get("/stats", self.get_stats)
+        app.router.add_post("/offer", self.offer)
+        app.router.add_static("/static/", STATIC_DIR)
+        app.on_shutdown.append(self.on_shutdown)
+        return app
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "index.html")
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "iceServers": self.config.ice_servers,
+            "directions": list(self.binding.directions),
+            "mode": self.binding.mode,
+            "notice": self.binding.notice,
+        })
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "peers": len(self.peers),
+            "peer_ids": sorted(self.peers),
+            "rss_mb": round(rss_bytes() / 2**20, 1),
+            "mode": self.binding.mode,
+        })
+
+    async def offer(self, request: web.Request) -> web.Response:
+        from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+        try:
+            params = json.loads(await request.text())
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": f"offer larger than {MAX_OFFER_BYTES // 1024} kB: not an SDP offer"},
+                                     status=413)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _bad_request(f"the body is not JSON ({exc}); send {{\"sdp\": ..., \"type\": \"offer\"}}")
+        if not isinstance(params, dict) or not isinstance(params.get("sdp"), str) or params.get("type") != "offer":
+            return _bad_request("expected a JSON object {\"sdp\": <string>, \"type\": \"offer\"}")
+        if "m=video" not in params["sdp"]:
+            return _bad_request("malformed SDP: the offer has no video section (m=video); send the camera track")
+        if len(self.peers) >= self.config.max_peers:
+            return web.json_response({"error": f"server full ({self.config.max_peers} peers); try later"},
+                                     status=503)
+
+        ice = [RTCIceServer(**s) for s in self.config.ice_servers]
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
+        peer = Peer(self, pc)
+        got_video = []
+
+        @pc.on("datachannel")
+        def on_datachannel(channel):
+            peer.channel = channel
+            channel.on("message", peer.on_message)
+
+        @pc.on("connectionstatechange")
+        async def on_state():
+            log.info("peer %s: connection %s", peer.id, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await peer.close(f"connection {pc.connectionState}")
+
+        @pc.on("track")
+        def on_track(track):
+            if track.kind != "video" or got_video:
+                return
+            got_video.append(track)
+            pc.addTrack(_make_effect_track(peer))
+            peer.tasks.append(asyncio.ensure_future(peer.pump(track)))
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=params["sdp"], type="offer"))
+            if not got_video:
+                raise ValueError("the offer carries no video track")
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as exc:
+            await pc.close()
+            log.info("offer refused: %s: %s", type(exc).__name__, exc)
+            return _bad_request(f"malformed SDP offer: {type(exc).__name__}: {exc}")
+
+        self.peers[peer.id] = peer
+        peer.tasks.append(asyncio.ensure_future(peer.report()))
+        log.info("peer %s: answered (%d peers)", peer.id, len(self.peers))
+        return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
+                                  "peer": peer.id})
+
+    async def on_shutdown(self, app) -> None:
+        await asyncio.gather(*(p.close("server shutting down") for p in list(self.peers.values())))
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+# ------------------------------------------------------------------------------------------- effects
+
+
+def demo_binding() -> EffectBinding:
+    """The stand-in effect (`--demo`): no weights, no tracker; tints the frame centre following α."""
+    from web.standin import DemoControls, DemoEffect, DemoState
+
+    effect = DemoEffect()
+    return EffectBinding(
+        effect=effect,
+        parse_controls=lambda d: DemoControls.from_dict(d, available=effect.available_directions),
+        new_state=DemoState,
+        directions=list(effect.available_directions),
+        mode="demo",
+        notice="Demo effect (a colour tint following α), not the face edit: start without --demo for the real one.",
+    )
+
+
+def load_binding(args) -> EffectBinding:
+    """The effect named by the command line: --demo, --tracking-only, or the full effect.
+
+    Missing weights are not an error: the page then runs face tracking only and shows the one command
+    that fetches them (the `WeightsMissing` message).
+    """
+    if getattr(args, "demo", False):
+        return demo_binding()
+    from stream import effect as fx
+
+    options = {k: getattr(args, k, None) for k in ("generator", "encoder", "directions", "device", "precision")}
+    config = fx.EffectConfig(**{k: v for k, v in options.items() if v is not None})
+    notice = None
+    if getattr(args, "tracking_only", False):
+        effect, mode = fx.Effect.tracking_only(config), "tracking"
+        notice = "Face tracking only (--tracking-only): no edit is applied."
+    else:
+        try:
+            effect, mode = fx.Effect(config), "full"
+        except fx.WeightsMissing as exc:
+            effect, mode = fx.Effect.tracking_only(config), "tracking"
+            notice = f"No weights installed: showing face tracking only. Fetch them with `{exc.command}`" \
+                if getattr(exc, "command", None) else f"Showing face tracking only: {exc}"
+    directions = list(effect.available_directions)
+    return EffectBinding(
+        effect=effect,
+        parse_controls=fx.Controls.from_dict,
+        new_state=fx.StreamState,
+        directions=directions,
+        mode=mode,
+        notice=notice,
+    )
