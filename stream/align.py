@@ -1,0 +1,266 @@
+"""FFHQ alignment from MediaPipe landmarks, done as one affine warp.
+
+The FFHQ recipe (NVlabs/ffhq-dataset, ``recreate_aligned_images``), with dlib's eye-contour means and outer
+mouth corners replaced by their MediaPipe equivalents (see :mod:`stream.landmarks`)::
+
+    eye_avg      = (eye_left + eye_right) / 2          eye_to_eye   = eye_right - eye_left
+    mouth_avg    = (mouth_left + mouth_right) / 2      eye_to_mouth = mouth_avg - eye_avg
+    x  = eye_to_eye - rot90(eye_to_mouth)               rot90((a, b)) = (-b, a)
+    x  = x / |x| * max(2 |eye_to_eye|, 1.8 |eye_to_mouth|)
+    y  = rot90(x)
+    c  = eye_avg + 0.1 eye_to_mouth
+    quad = [c - x - y, c - x + y, c + x + y, c + x - y]    (top-left, bottom-left, bottom-right, top-right)
+    qsize = 2 |x|
+
+FFHQ then shrinks, crops, reflect-pads (with a blur of the padding) and maps the quad to a 4096 square with
+PIL's QUAD transform (on ``quad + 0.5``: PIL's pixel edges vs. dlib's pixel centres) and downsamples to
+1024. All of that is one similarity transform: here a single ``cv2.warpAffine`` maps the quad straight to the
+output square (top-left quad corner → outer corner of crop pixel (0, 0)). Differences, on purpose:
+
+* faces at the frame edge get ``BORDER_REFLECT`` padding, **without** FFHQ's blur of the padded area
+  (it costs two large blurs per frame, and the padded area lies outside the paste-back mask anyway);
+* when the face is more than twice the output size, the face region is first shrunk with ``INTER_AREA``
+  by an integer factor (FFHQ's ``shrink`` step) so the warp does not alias.
+
+FFHQ canonical positions
+------------------------
+The warp is a similarity with scale ``k = S / qsize`` that sends ``c`` to the crop centre and ``x``, ``y`` to
+the crop axes. For a face whose eye_to_mouth is perpendicular to eye_to_eye (a frontal, upright face), with
+``e = |eye_to_eye|``, ``m = |eye_to_mouth|`` and ``r = m / e``, in crop edge coordinates ([0, S] × [0, S])::
+
+    x̂ = eye_to_eye / e,   |x| = e · max(2, 1.8 r),   k = S / (2 |x|)
+    eye_left  = S/2 + k · (-e/2, -0.1 m)        eye_right = S/2 + k · (+e/2, -0.1 m)
+    mouth_avg = S/2 + k · (0, 0.9 m)
+
+When ``r <= 2/1.8`` (the usual case) ``|x| = 2e`` and the eyes sit at x = 3S/8 and 5S/8 exactly, at
+y = S/2 − S·r/40, the mouth at y = S/2 + 9S·r/40 (r = 1: eyes (384, 486.4) and (640, 486.4), mouth
+(512, 742.4) in a 1024 crop). :func:`ffhq_canonical_points` returns these (in pixel-centre coordinates).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from stream.landmarks import eye_centers, mouth_corners
+
+SUPPORTED_SIZES = (256, 512, 1024)
+
+
+@dataclasses.dataclass
+class AlignedFace:
+    """One face aligned to the FFHQ crop.
+
+    Coordinates are OpenCV pixel-centre coordinates (pixel (i, j) centred on (i, j)).
+    """
+    crop: np.ndarray                 # uint8 [S, S, 3] BGR aligned face.
+    matrix: np.ndarray               # float64 [2, 3] frame → crop affine (similarity).
+    inverse: np.ndarray              # float64 [2, 3] crop → frame affine.
+    quad: np.ndarray                 # float64 [4, 2] FFHQ quad in frame coordinates (TL, BL, BR, TR).
+    landmarks: np.ndarray            # float32 [478, 2] landmarks in crop coordinates.
+    size: int                        # S.
+    frame_landmarks: Optional[np.ndarray] = None  # float32 [478, 2] landmarks in frame coordinates.
+    frame_shape: Optional[tuple] = None           # (H, W) of the frame the face came from.
+
+    def matrix_at(self, size: int) -> np.ndarray:
+        """Frame → crop affine [2, 3] for a crop of another resolution of the same quad (e.g. 1024 output)."""
+        return quad_matrix(self.quad, size)
+
+    def inverse_at(self, size: int) -> np.ndarray:
+        """Crop → frame affine [2, 3] for a crop of resolution ``size`` of the same quad."""
+        return invert_affine(quad_matrix(self.quad, size))
+
+
+def ffhq_quad(landmarks: np.ndarray, eye_mode: str = "contour") -> np.ndarray:
+    """The FFHQ oriented quad [4, 2] float64 (TL, BL, BR, TR) from [478, 2] landmarks (frame pixels)."""
+    lm = _check_landmarks(landmarks)
+    eye_left, eye_right = eye_centers(lm, eye_mode)
+    mouth_left, mouth_right = mouth_corners(lm)
+    eye_avg = (eye_left + eye_right) * 0.5
+    eye_to_eye = eye_right - eye_left
+    mouth_avg = (mouth_left + mouth_right) * 0.5
+    eye_to_mouth = mouth_avg - eye_avg
+    x = eye_to_eye - _rot90(eye_to_mouth)
+    norm = np.hypot(*x)
+    if not np.isfinite(norm) or norm < 1e-6:
+        raise ValueError("degenerate landmarks: the eyes and mouth coincide; pass real face landmarks")
+    x = x / norm * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = _rot90(x)
+    c = eye_avg + eye_to_mouth * 0.1
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y]).astype(np.float64)
+
+
+def face_scale(landmarks: np.ndarray) -> float:
+    """Face size in "eye distance" pixels: max(|eye_to_eye|, 0.9 |eye_to_mouth|) (= qsize / 4).
+
+    A turned head shortens the eye distance but not the eye-to-mouth distance, so this is steadier than the
+    bare eye distance.
+    """
+    quad = ffhq_quad(landmarks)
+    return float(np.hypot(*(quad[3] - quad[0])) / 4.0)
+
+
+def face_too_small(landmarks: np.ndarray, min_eye_dist_px: float = 20.0) -> bool:
+    """True when the face is too small to align usefully: :func:`face_scale` < ``min_eye_dist_px``.
+
+    For an upright frontal face this is the distance between the eye centres, in frame pixels.
+    """
+    return face_scale(landmarks) < float(min_eye_dist_px)
+
+
+def quad_matrix(quad: np.ndarray, size: int) -> np.ndarray:
+    """Affine [2, 3] float64 mapping the quad (frame coords) onto an S×S crop (pixel-centre coords).
+
+    quad[0] → (-0.5, -0.5), quad[1] → (-0.5, S-0.5), quad[3] → (S-0.5, -0.5): the quad's corners land on the
+    outer corners of the crop's corner pixels (FFHQ's ``quad + 0.5`` in PIL terms).
+    """
+    quad = np.asarray(quad, dtype=np.float64)
+    if quad.shape != (4, 2):
+        raise ValueError(f"quad must be [4, 2], got {list(quad.shape)}")
+    src = np.hstack([quad[[0, 1, 3]], np.ones((3, 1))])                 # [3, 3] homogeneous
+    dst = np.array([[-0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, -0.5]])
+    return np.linalg.solve(src, dst).T                                  # float64 (no float32 round-off)
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a 2×3 affine, float64 [2, 3]."""
+    m = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(m)[:2]
+
+
+def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 2×3 affine to points [..., 2]; returns float64 [..., 2]."""
+    pts = np.asarray(points, dtype=np.float64)
+    m = np.asarray(matrix, dtype=np.float64)
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def align_face(frame: np.ndarray,
+               landmarks478: np.ndarray,
+               size: int = 256,
+               *,
+               quad: Optional[np.ndarray] = None,
+               antialias: bool = True) -> AlignedFace:
+    """Warp one face of a frame to the FFHQ crop.
+
+    Args:
+        frame:        uint8 [H, W, 3] BGR frame.
+        landmarks478: [478, 2] (or [468, 2]) landmarks in frame pixels (from :class:`FaceMeshLandmarker`).
+        size:         output side S (256 for the encoder, 1024 for generator-resolution paste-back).
+        quad:         a precomputed (e.g. smoothed) quad; default :func:`ffhq_quad` of the landmarks.
+        antialias:    shrink the face region with INTER_AREA first when the quad is > 2·S pixels.
+    Returns:
+        :class:`AlignedFace` with crop uint8 [S, S, 3].
+    """
+    import cv2
+
+    frame = _check_frame(frame)
+    lm = _check_landmarks(landmarks478)
+    size = int(size)
+    if size < 8:
+        raise ValueError(f"size must be >= 8, got {size}")
+    quad = ffhq_quad(lm) if quad is None else np.asarray(quad, dtype=np.float64)
+    matrix = quad_matrix(quad, size)
+
+    src = frame
+    warp = matrix
+    qsize = np.hypot(*(quad[3] - quad[0]))
+    shrink = int(np.floor(qsize / size * 0.5))  # FFHQ: shrink by an integer factor when the face is > 2·S
+    if antialias and shrink > 1:
+        h, w = frame.shape[:2]
+        x0, y0 = np.floor(quad.min(0)).astype(int) - 2 * shrink
+        x1, y1 = np.ceil(quad.max(0)).astype(int) + 2 * shrink + 1
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 - x0 >= 2 * shrink and y1 - y0 >= 2 * shrink:
+            roi = frame[y0:y1, x0:x1]
+            rw, rh = (x1 - x0) // shrink, (y1 - y0) // shrink
+            # Trim to a multiple of `shrink` so INTER_AREA averages whole shrink×shrink blocks.
+            src = cv2.resize(roi[:rh * shrink, :rw * shrink], (rw, rh), interpolation=cv2.INTER_AREA)
+            # small pixel-centre u ↔ roi coordinate shrink·u + (shrink-1)/2 ↔ frame coordinate + (x0, y0)
+            to_frame = np.array([[shrink, 0.0, x0 + (shrink - 1) / 2.0],
+                                 [0.0, shrink, y0 + (shrink - 1) / 2.0]])
+            warp = _compose(matrix, to_frame)
+    crop = cv2.warpAffine(src, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return AlignedFace(
+        crop=crop,
+        matrix=matrix,
+        inverse=invert_affine(matrix),
+        quad=quad,
+        landmarks=transform_points(matrix, lm).astype(np.float32),
+        size=size,
+        frame_landmarks=lm.astype(np.float32),
+        frame_shape=tuple(frame.shape[:2]),
+    )
+
+
+def ffhq_canonical_points(size: int = 1024, ratio: float = 1.0, shear: float = 0.0) -> np.ndarray:
+    """Where the FFHQ recipe puts the eye centres and the mouth centre in an S×S crop.
+
+    Args:
+        size:  crop side S.
+        ratio: r = the component of eye_to_mouth perpendicular to eye_to_eye, over |eye_to_eye|
+               (= |eye_to_mouth| / |eye_to_eye| for an upright frontal face).
+        shear: the component of eye_to_mouth along eye_to_eye, over |eye_to_eye| (0 for a frontal face;
+               a turned head moves the mouth sideways). See the module docstring for the shear-free formula.
+    Returns:
+        float64 [3, 2]: eye_left, eye_right, mouth_avg in crop pixel-centre coordinates.
+    """
+    # The recipe in the face's own frame: eye_avg at the origin, eye_to_eye = (1, 0).
+    eye_to_eye = np.array([1.0, 0.0])
+    eye_to_mouth = np.array([float(shear), float(ratio)])
+    x = eye_to_eye - _rot90(eye_to_mouth)
+    x = x / np.hypot(*x) * max(2.0, 1.8 * np.hypot(*eye_to_mouth))
+    y = _rot90(x)
+    c = 0.1 * eye_to_mouth
+    k = size / (2.0 * np.hypot(*x))
+    axes = np.stack([x / np.hypot(*x), y / np.hypot(*y)])  # rows: crop x and y directions
+    pts = np.stack([-eye_to_eye / 2, eye_to_eye / 2, eye_to_mouth])
+    return (pts - c) @ axes.T * k + size / 2.0 - 0.5  # edge → pixel-centre coordinates
+
+
+def eye_mouth_points(landmarks: np.ndarray, eye_mode: str = "contour") -> np.ndarray:
+    """[3, 2] float64: eye_left, eye_right, mouth_avg of [478, 2] landmarks (the points the recipe uses)."""
+    el, er = eye_centers(landmarks, eye_mode)
+    ml, mr = mouth_corners(landmarks)
+    return np.stack([el, er, (ml + mr) * 0.5])
+
+
+def eye_mouth_geometry(landmarks: np.ndarray) -> tuple[float, float]:
+    """(ratio, shear) of a face for :func:`ffhq_canonical_points`: eye_to_mouth in units of eye_to_eye,
+    split into its components perpendicular to and along eye_to_eye."""
+    el, er, mouth = eye_mouth_points(landmarks)
+    e2e = er - el
+    e2m = mouth - (el + er) / 2
+    e2 = float(e2e @ e2e)
+    shear = float(e2m @ e2e) / e2
+    ratio = float(e2m @ _rot90(e2e)) / e2
+    return ratio, shear
+
+
+def _rot90(v: np.ndarray) -> np.ndarray:
+    """FFHQ's ``np.flipud(v) * [-1, 1]``: (a, b) → (-b, a)."""
+    return np.array([-v[1], v[0]], dtype=np.float64)
+
+
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2×3 affine of ``outer ∘ inner``."""
+    o = np.vstack([outer, [0, 0, 1]])
+    i = np.vstack([inner, [0, 0, 1]])
+    return (o @ i)[:2]
+
+
+def _check_frame(frame: np.ndarray) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected a uint8 [H, W, 3] BGR frame, got {frame.dtype} {list(frame.shape)}")
+    return frame
+
+
+def _check_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.ndim != 2 or lm.shape[1] != 2 or lm.shape[0] not in (468, 478):
+        raise ValueError(f"expected MediaPipe landmarks [478, 2] (or [468, 2]), got {list(lm.shape)}")
+    if not np.all(np.isfinite(lm)):
+        raise ValueError("landmarks contain NaN or inf; pass the output of FaceMeshLandmarker.detect")
+    return lm
