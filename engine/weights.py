@@ -262,6 +262,15 @@ def path_for(name: str) -> Path:
     return cache_dir() / entry(name).filename
 
 
+def name_for_path(path: str | os.PathLike) -> str | None:
+    """Manifest name whose cached file is `path` (or whose file name matches), else None."""
+    p = Path(path)
+    for name, e in MANIFEST.items():
+        if p.name == e.filename:
+            return name
+    return None
+
+
 def _looks_like_path(text: str) -> bool:
     return os.sep in text or "/" in text or text.startswith(".") or text.startswith("~") or bool(Path(text).suffix)
 

@@ -373,3 +373,9 @@ def test_cli_list_runs_as_a_module_without_torch(home):
                           env={**os.environ}, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "stylegan2-ffhq-config-f.pt" in proc.stdout and "arcface-ir-se50" in proc.stdout
+
+
+def test_name_for_path(home):
+    assert weights.name_for_path(weights.cache_dir() / "e4e_ffhq_encode.pt") == "e4e-ffhq"
+    assert weights.name_for_path("/elsewhere/model_ir_se50.pth") == "arcface-ir-se50"
+    assert weights.name_for_path("/elsewhere/other.pt") is None
