@@ -39,9 +39,13 @@ def add_effect_arguments(p: argparse.ArgumentParser) -> None:
     """Effect options shared by `python -m web` and `python -m web.gradio`."""
     p.add_argument("--generator", default=None, help="generator weights: a name or a path (default: the default)")
     p.add_argument("--encoder", default=None, help="encoder weights: a name or a path (default: the default)")
-    p.add_argument("--directions", default=None, help="folder of direction files (default: the installed ones)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cuda if available)")
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"], help="inference precision")
+    p.add_argument("--direction", action="append", default=None, metavar="NAME_OR_FILE",
+                   help="offer this direction (repeatable; default: every file in the directions folder)")
+    p.add_argument("--directions-dir", default=None,
+                   help="folder of direction files (default: $MICROMOTION_HOME/directions)")
+    p.add_argument("--device", default=None, help="torch device: auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--precision", default=None, choices=["auto", "fp32", "fp16", "bf16"],
+                   help="inference precision (default auto: fp16 on CUDA, fp32 on CPU)")
     p.add_argument("--tracking-only", action="store_true", help="no networks: show the face tracking only")
     p.add_argument("--demo", action="store_true",
                    help="a stand-in effect (colour tint following α) needing neither weights nor face tracker")

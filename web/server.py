@@ -23,6 +23,7 @@ Messages on the data channel (JSON, one object per message):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -151,6 +152,7 @@ class Peer:
         self.closed = False
         self.created = time.monotonic()
         self.last_error_sent = 0.0
+        self.inflight = None                    # concurrent.futures.Future of the frame in the worker
 
     # -- data channel --------------------------------------------------------------------------
 
@@ -212,14 +214,14 @@ class Peer:
             self.stats.frames_in += 1
             self.new_frame.set()
 
-    def process(self, frame, controls):
+    def process(self, frame, controls, state):
         """Worker thread: av.VideoFrame → Effect → av.VideoFrame with the same pts/time_base."""
         from av import VideoFrame
 
         image = frame.to_ndarray(format="bgr24")
         t0 = time.monotonic()
         try:
-            out = self.server.binding.effect.process(image, controls, self.state)
+            out = self.server.binding.effect.process(image, controls, state)
             error = None
         except Exception as exc:  # keep streaming the camera, tell the client
             log.exception("peer %s: effect failed", self.id)
@@ -243,9 +245,9 @@ class Peer:
             frame, arrived = self.latest
             self.latest = None
             break
-        loop = asyncio.get_running_loop()
-        out, process_s, error, size = await loop.run_in_executor(
-            self.server.executor, self.process, frame, self.controls)
+        job = self.server.executor.submit(self.process, frame, self.controls, self.state)
+        self.inflight = job
+        out, process_s, error, size = await asyncio.wrap_future(job)
         now = time.monotonic()
         self.stats.frames_out += 1
         self.stats.size = size
@@ -272,6 +274,15 @@ class Peer:
         window, self.stats.window = self.stats.window, []
         n = len(window)
         span = span_s or self.server.config.stats_interval_s
+        effect_stats = {}
+        state_stats = getattr(self.state, "stats", None)
+        if callable(state_stats):
+            try:
+                full = state_stats()
+                effect_stats = {k: full[k] for k in ("edited", "no_face", "errors", "faces", "stage_ms")
+                                if k in full}
+            except Exception:  # stats are best effort; the stream matters more
+                log.debug("peer %s: state.stats failed", self.id, exc_info=True)
         return {
             "type": "stats",
             "peer": self.id,
@@ -281,7 +292,8 @@ class Peer:
             "frames_in": self.stats.frames_in,
             "frames_out": self.stats.frames_out,
             "dropped": self.stats.dropped,
-            "errors": self.stats.errors,
+            "errors": self.stats.errors + int(effect_stats.get("errors", 0) or 0),
+            "effect": effect_stats,
             "size": list(self.stats.size),
             "mode": self.server.binding.mode,
             "controls": self.controls_view(),
@@ -301,6 +313,9 @@ class Peer:
         try:
             await self.pc.close()
         finally:
+            job = self.inflight
+            if job is not None and not job.done():   # never free the state under a running frame
+                await asyncio.get_running_loop().run_in_executor(None, concurrent.futures.wait, [job])
             release = getattr(self.state, "close", None)
             if callable(release):
                 try:
@@ -466,6 +481,38 @@ def demo_binding() -> EffectBinding:
     )
 
 
+def effect_config_from_args(args):
+    """`stream.effect.EffectConfig` from the shared effect options (see `web.__main__.add_effect_arguments`)."""
+    from stream.effect import EffectConfig
+
+    options = {
+        "generator": getattr(args, "generator", None),
+        "encoder": getattr(args, "encoder", None),
+        "directions": tuple(getattr(args, "direction", None) or ()),
+        "directions_dir": getattr(args, "directions_dir", None),
+        "device": getattr(args, "device", None),
+        "precision": getattr(args, "precision", None),
+    }
+    return EffectConfig(**{k: v for k, v in options.items() if v not in (None, ())})
+
+
+def binding_for_effect(effect, mode: str | None = None, notice: str | None = None) -> EffectBinding:
+    """Wrap a `stream.effect.Effect` (full or tracking-only) for the server."""
+    from stream.effect import Controls
+
+    names = list(effect.available_directions)
+    tracking = bool(getattr(effect, "is_tracking_only", False))
+    return EffectBinding(
+        effect=effect,
+        parse_controls=lambda d: Controls.from_dict(d, names),
+        new_state=effect.new_state,
+        directions=names,
+        mode=mode or ("tracking" if tracking else "full"),
+        notice=notice if notice is not None else getattr(effect, "notice", None),
+        controls_to_dict=lambda c: c.to_dict(),
+    )
+
+
 def load_binding(args) -> EffectBinding:
     """The effect named by the command line: --demo, --tracking-only, or the full effect.
 
@@ -474,27 +521,17 @@ def load_binding(args) -> EffectBinding:
     """
     if getattr(args, "demo", False):
         return demo_binding()
-    from stream import effect as fx
+    from stream.effect import Effect, WeightsMissing
 
-    options = {k: getattr(args, k, None) for k in ("generator", "encoder", "directions", "device", "precision")}
-    config = fx.EffectConfig(**{k: v for k, v in options.items() if v is not None})
-    notice = None
+    config = effect_config_from_args(args)
     if getattr(args, "tracking_only", False):
-        effect, mode = fx.Effect.tracking_only(config), "tracking"
-        notice = "Face tracking only (--tracking-only): no edit is applied."
-    else:
-        try:
-            effect, mode = fx.Effect(config), "full"
-        except fx.WeightsMissing as exc:
-            effect, mode = fx.Effect.tracking_only(config), "tracking"
-            notice = f"No weights installed: showing face tracking only. Fetch them with `{exc.command}`" \
-                if getattr(exc, "command", None) else f"Showing face tracking only: {exc}"
-    directions = list(effect.available_directions)
-    return EffectBinding(
-        effect=effect,
-        parse_controls=fx.Controls.from_dict,
-        new_state=fx.StreamState,
-        directions=directions,
-        mode=mode,
-        notice=notice,
-    )
+        effect = Effect.tracking_only(config, reason="face tracking only (--tracking-only): no edit is applied")
+        return binding_for_effect(effect, "tracking")
+    try:
+        effect = Effect(config)
+    except WeightsMissing as exc:
+        effect = Effect.tracking_only(config, reason=str(exc))
+        return binding_for_effect(effect, "tracking",
+                                  notice=f"No weights installed: showing face tracking only. "
+                                         f"Fetch them with `{exc.command}` and restart.")
+    return binding_for_effect(effect, "full")

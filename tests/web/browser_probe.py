@@ -52,6 +52,16 @@ CENTRE_MEAN_JS = """() => {
   return [r / n, gg / n, b / n];
 }"""
 
+DIFF_JS = """() => {
+  // mean |edited - camera| over the centre of the picture (where the face is), both drawn at 320x240
+  const grab = (id) => { const v = document.getElementById(id); const c = document.createElement('canvas');
+    c.width = 320; c.height = 240; const g = c.getContext('2d'); g.drawImage(v, 0, 0, 320, 240);
+    return g.getImageData(80, 60, 160, 120).data; };
+  const a = grab('remote'), b = grab('local'); let s = 0;
+  for (let i = 0; i < a.length; i += 4) s += Math.abs(a[i] - b[i]) + Math.abs(a[i+1] - b[i+1]) + Math.abs(a[i+2] - b[i+2]);
+  return s / (a.length / 4 * 3);
+}"""
+
 STATE_JS = """() => {
   const v = document.getElementById('remote'); const mm = window.micromotion;
   const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
@@ -85,20 +95,29 @@ def probe(url: str, y4m: Path, user_dir: Path, alpha: float) -> dict:
             result["before"], result["after_3s"] = s0, s1
             result["fps_shown"] = round((s1["shown"] - s0["shown"]) / 3.0, 2)
             page.wait_for_function("window.micromotion.lastStats !== null", timeout=20000)
+            result["notice"] = page.inner_text("#notice") if page.is_visible("#notice") else None
             result["centre_before"] = page.evaluate(CENTRE_MEAN_JS)
+            result["diff_before"] = sum(page.evaluate(DIFF_JS) for _ in range(5)) / 5
             directions = s1["config"]["directions"]
             result["direction"] = directions[0] if directions else None
-            # a control change through the page's own slider → data channel → server
-            page.evaluate(f"""() => {{ const a = document.getElementById('alpha'); a.value = '{alpha}';
-                                     a.dispatchEvent(new Event('input')); }}""")
-            page.wait_for_function(
-                f"""() => {{ const s = window.micromotion.lastStats;
-                    return s && Object.values(s.controls.directions || {{}}).some(v => Math.abs(v - {alpha}) < 1e-6)
-                           && s.frames_out > 0; }}""", timeout=20000)
+            if directions:
+                # a control change through the page's own slider → data channel → server
+                result["change"] = "alpha"
+                page.evaluate(f"""() => {{ const a = document.getElementById('alpha'); a.value = '{alpha}';
+                                         a.dispatchEvent(new Event('input')); }}""")
+                echo = f"Object.values(s.controls.directions || {{}}).some(v => Math.abs(v - {alpha}) < 1e-6)"
+            else:
+                # no directions (no weights): switch the effect off with the page's checkbox
+                result["change"] = "enabled"
+                page.click("#enabled")
+                echo = "s.controls.enabled === false"
+            page.wait_for_function(f"() => {{ const s = window.micromotion.lastStats; return s && {echo}; }}",
+                                   timeout=20000)
             t_echo = page.evaluate("window.micromotion.lastStats.frames_out")
             page.wait_for_function(f"window.micromotion.lastStats.frames_out > {t_echo} + 5", timeout=20000)
             time.sleep(1.0)
             result["centre_after"] = page.evaluate(CENTRE_MEAN_JS)
+            result["diff_after"] = sum(page.evaluate(DIFF_JS) for _ in range(5)) / 5
             result["after_change"] = page.evaluate(STATE_JS)
             # an unknown direction: the error comes back to this page only
             page.evaluate("""() => window.micromotion.sendControls({directions: {no_such_direction: 1.0}})""")

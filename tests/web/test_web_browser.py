@@ -24,13 +24,14 @@ def _skip_reason() -> str | None:
     return netns_missing_reason()
 
 
-def run_probe(tmp_path: Path, face: Path, server_args: list[str]) -> dict:
+def run_probe(tmp_path: Path, face: Path, server_args: list[str], extra_env: dict | None = None) -> dict:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
     out = tmp_path / "probe.json"
     res = run_loopback([sys.executable, str(PROBE), "--face", str(face), "--out", str(out),
-                        "--workdir", str(tmp_path / "work"), "--", *server_args], timeout=300)
+                        "--workdir", str(tmp_path / "work"), "--", *server_args], timeout=300,
+                       extra_env=extra_env)
     assert out.exists(), f"probe wrote nothing:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     report = json.loads(out.read_text())
     log = (tmp_path / "work" / "server.log")
@@ -39,9 +40,7 @@ def run_probe(tmp_path: Path, face: Path, server_args: list[str]) -> dict:
     return report
 
 
-@pytest.mark.browser
-def test_browser_receives_edited_stream_and_controls_apply(tmp_path, faces_dir):
-    report = run_probe(tmp_path, faces_dir / "01.jpg", ["--demo"])
+def _check_stream(report: dict) -> None:
     before, after = report["before"], report["after_3s"]
     # the edited stream arrives with the camera's size, and frames advance
     assert (before["w"], before["h"]) == (320, 240)
@@ -50,10 +49,34 @@ def test_browser_receives_edited_stream_and_controls_apply(tmp_path, faces_dir):
     assert after["state"] == "connected"
     stats = after["stats"]
     assert stats["frames_out"] > 0 and stats["errors"] == 0 and stats["size"] == [320, 240]
+    assert "unknown direction" in report["unknown_direction_error"]
+    print(f"\nbrowser ({stats['mode']}): first frame {report['first_frame_s']} s after Start, "
+          f"{report['fps_shown']} fps shown, server {stats['fps']} fps, latency {stats['latency_ms']} ms")
+
+
+@pytest.mark.browser
+def test_browser_without_weights_tracks_the_face_and_says_how_to_get_them(tmp_path, faces_dir):
+    """The product path with no weights installed: the real Effect in tracking-only mode (MediaPipe)."""
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    report = run_probe(tmp_path, faces_dir / "01.jpg", [], extra_env={"MICROMOTION_HOME": str(home)})
+    _check_stream(report)
+    assert report["after_3s"]["stats"]["mode"] == "tracking"
+    assert "python -m engine.weights download" in report["notice"]
+    assert report["after_3s"]["stats"]["effect"]["edited"] > 0, "the face was not tracked in the stream"
+    # the page's "effect on" box went over the data channel: echoed, and the tracking overlay is gone
+    assert report["change"] == "enabled"
+    assert report["after_change"]["stats"]["controls"]["enabled"] is False
+    assert report["diff_before"] > report["diff_after"] + 3, (report["diff_before"], report["diff_after"])
+
+
+@pytest.mark.browser
+def test_browser_demo_effect_alpha_slider_changes_pixels(tmp_path, faces_dir):
+    report = run_probe(tmp_path, faces_dir / "mona_lisa.jpg", ["--demo"])
+    _check_stream(report)
     # the α slider went over the data channel: the server's stats echo it, and the pixels follow
+    assert report["change"] == "alpha"
     changed = report["after_change"]["stats"]["controls"]["directions"]
     assert changed == {report["direction"]: 4.0}
     assert report["centre_after"][0] > report["centre_before"][0] + 20, (report["centre_before"],
                                                                          report["centre_after"])
-    assert "unknown direction" in report["unknown_direction_error"]
-    print(f"\nbrowser: first frame {report['first_frame_s']} s after Start, {report['fps_shown']} fps shown")

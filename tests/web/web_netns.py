@@ -34,8 +34,9 @@ def loopback_command(argv: list[str]) -> list[str]:
     return ["unshare", "-n", "sh", "-c", "ip link set lo up && exec " + " ".join(shlex.quote(a) for a in argv)]
 
 
-def run_loopback(argv: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **{IN_NETNS_ENV: "1"})
+def run_loopback(argv: list[str], timeout: float, extra_env: dict | None = None,
+                 **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **{IN_NETNS_ENV: "1"}, **(extra_env or {}))
     env.setdefault("PYTHONPATH", str(REPO))
     return subprocess.run(loopback_command(argv), cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout, **kw)
