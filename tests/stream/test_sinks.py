@@ -1,0 +1,120 @@
+import os
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from stream.sinks import FileSink, PreviewSink
+from stream.sources import VideoFileSource
+
+FPS = 24
+N_FRAMES = 36  # 1.5 s
+
+
+def _frame(i, h=120, w=160):
+    frame = np.full((h, w, 3), 60, np.uint8)
+    frame[30:60, 3 * i:3 * i + 30] = (40, 200, 255)
+    return frame
+
+
+def _make_clip_with_tone(path, audio_codec="aac", seconds=2.0, rate=48000):
+    """An mp4/mkv with a 440 Hz sine audio track and a moving square, written with PyAV."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        audio = out.add_stream(audio_codec, rate=rate)
+        audio.layout = "mono"
+        fmt = "fltp" if audio_codec == "aac" else "s16"
+        t = np.arange(int(seconds * rate)) / rate
+        tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+        samples = tone.astype(np.float32) if fmt == "fltp" else (tone * 32767).astype(np.int16)
+        chunk = 1024
+        for start in range(0, samples.size, chunk):
+            frame = av.AudioFrame.from_ndarray(samples[None, start:start + chunk], format=fmt, layout="mono")
+            frame.sample_rate = rate
+            frame.pts = start
+            frame.time_base = Fraction(1, rate)
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+        for i in range(int(seconds * FPS)):
+            for packet in video.encode(av.VideoFrame.from_ndarray(_frame(i % 40), format="bgr24")):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+
+
+def _audio_info(path):
+    import av
+
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return None
+        a = c.streams.audio[0]
+        samples = sum(f.samples for f in c.decode(a))
+        return a.codec_context.name, a.codec_context.sample_rate, samples
+
+
+@pytest.mark.parametrize("container,audio_codec", [("mp4", "aac"), ("mkv", "pcm_s16le")])
+def test_file_sink_round_trip_with_source_audio(tmp_path, container, audio_codec):
+    src_path = tmp_path / f"source.{container}"
+    _make_clip_with_tone(src_path, audio_codec)
+    out_path = tmp_path / "out.mp4"
+    with VideoFileSource(src_path) as src:
+        assert src.has_audio and src.fps == FPS and (src.width, src.height) == (160, 120)
+        written = []
+        with FileSink(out_path, fps=src.fps, audio_from=src.path) as sink:
+            for i, (frame, t) in enumerate(src):
+                if i == N_FRAMES:
+                    break
+                sink.write(frame, t)
+                written.append(frame)
+    assert sink.frames_written == N_FRAMES
+    with VideoFileSource(out_path) as back:
+        assert back.fps == FPS
+        assert back.frame_count == N_FRAMES
+        frames = list(back)
+        assert back.has_audio
+    assert len(frames) == N_FRAMES
+    for (frame, _), want in zip(frames, written):
+        assert np.abs(frame.astype(int) - want).mean() < 3  # crf 18 re-encode
+    name, rate, samples = _audio_info(out_path)
+    assert name == "aac" and rate == 48000
+    # Audio copied (or re-encoded) and cut at the video's end (1.5 s), within an AAC frame or two.
+    assert abs(samples / rate - N_FRAMES / FPS) < 0.1
+
+
+def test_file_sink_without_audio_and_odd_size(tmp_path):
+    path = tmp_path / "odd.mp4"
+    with FileSink(path, fps=30) as sink:
+        for i in range(5):
+            sink.write(_frame(i, h=61, w=81))
+        with pytest.raises(ValueError, match="differs"):
+            sink.write(_frame(0))
+    with VideoFileSource(path) as back:
+        assert (back.width, back.height) == (82, 62) and back.frame_count == 5 and not back.has_audio
+
+
+def test_file_sink_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="output folder"):
+        FileSink(tmp_path / "nope" / "x.mp4")
+    with pytest.raises(FileNotFoundError, match="audio source"):
+        FileSink(tmp_path / "x.mp4", audio_from=tmp_path / "missing.mp4")
+    with pytest.raises(ValueError, match="encoder"):
+        FileSink(tmp_path / "x.mp4", codec="no-such-codec")
+    with pytest.raises(ValueError, match="uint8"):
+        FileSink(tmp_path / "x.mp4").write(np.zeros((4, 4), np.uint8))
+
+
+def test_preview_headless_error(monkeypatch):
+    import platform
+
+    if platform.system() != "Linux":
+        pytest.skip("display detection is for Linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(RuntimeError, match="no display"):
+        PreviewSink()
