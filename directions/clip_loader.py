@@ -306,6 +306,7 @@ def load_clip(
     device: str | torch.device = "cpu",
     download: bool = False,             # Allow open_clip to download a tag's weights when they are not cached.
     cache_dir: str | None = None,       # open_clip/HF cache folder (None: their defaults).
+    init_seed: int = 0,                 # Seed of the random initialisation (what pretrained=None keeps).
 ) -> Clip:
     """Build an open_clip model for text anchoring.
 
@@ -340,8 +341,12 @@ def load_clip(
     else:
         pretrained = None
 
-    model = open_clip.create_model(model_name, pretrained=weights, device=torch.device(device),
-                                   cache_dir=cache_dir, **kwargs)
+    # Random init (pretrained None) is seeded, so builds with a random CLIP are reproducible too; the
+    # caller's global RNG state is left untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        model = open_clip.create_model(model_name, pretrained=weights, device=torch.device(device),
+                                       cache_dir=cache_dir, **kwargs)
     model.eval().requires_grad_(False)
     pp_cfg = getattr(model.visual, "preprocess_cfg", None) or {}
     size = model.visual.image_size

@@ -1,0 +1,257 @@
+"""`python -m directions build`: anchors (text or video) → low-rank decomposition → direction file.
+
+    python -m directions build --name smile --text "a person with {} smile"
+    python -m directions build --name blink --video clip.mp4 [--n-frames 7] [--encoder restyle-psp-ffhq]
+    python -m directions build --name blink --frames-dir frames/
+
+Text: `directions.text.anchor_text` from `--identities` random faces (seeds seed, seed+1, …), the anchors
+of each being [w0, w_"no", …, w_"100%"] (the official list). Video: frames → `stream`'s FaceMesh
+landmarker and FFHQ aligner (imported here, lazily: this entry point composes layers; the `directions`
+library modules never import `stream`) → encoder → `directions.video.anchor_video`. Then
+`directions.subspace.from_anchors(rank, method)` and `directions.files.save` with full metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TEXT_ALPHA_RANGE = (0.0, 8.0)    # official custom mode renders scale 8 (pregen directions: 5)
+VIDEO_ALPHA_RANGE = (0.0, 2.0)   # α = 1 replays the clip's own amplitude
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `build` (the caller owns the parser and the sub-command dispatch)."""
+    from directions.text import DEFAULT_DEGREES  # noqa: PLC0415 (light module, torch only)
+
+    parser.add_argument("--name", required=True, help="direction name, e.g. smile")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", metavar="TEMPLATE", help='prompt template with {} or {degree}, e.g. "a person with {} smile"')
+    src.add_argument("--video", metavar="FILE", help="a clip of one face performing the motion")
+    src.add_argument("--frames-dir", metavar="DIR", help="a folder of frames (images, name order) instead of a clip")
+
+    g = parser.add_argument_group("text anchoring")
+    g.add_argument("--degrees", nargs="+", default=list(DEFAULT_DEGREES), help="degree words, weakest first")
+    g.add_argument("--steps", type=int, default=40, help="Adam steps per prompt")
+    g.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
+    g.add_argument("--l2-lambda", type=float, default=0.008, help="weight of ||w - w0||^2")
+    g.add_argument("--id-lambda", type=float, default=0.005, help="weight of the ArcFace identity term")
+    g.add_argument("--truncation", type=float, default=0.7, help="truncation psi of the random start faces")
+    g.add_argument("--seed", type=int, default=0, help="seed of the first random face")
+    g.add_argument("--identities", type=int, default=1, help="random faces to anchor (deltas are averaged)")
+    g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name or a model config JSON")
+    g.add_argument("--clip-pretrained", default="openai",
+                   help="open_clip pretrained tag (must be cached), a local weights file, or 'none' (random)")
+    g.add_argument("--clip-download", action="store_true", help="let open_clip download the tag's weights")
+    g.add_argument("--arcface", metavar="PATH", default=None,
+                   help="model_ir_se50.pth (default: the arcface-ir-se50 download, if present)")
+    g.add_argument("--no-batch", action="store_true", help="optimise the prompts one at a time (less memory)")
+
+    v = parser.add_argument_group("video anchoring")
+    v.add_argument("--encoder", default="restyle-psp-ffhq", help="encoder weights name or path")
+    v.add_argument("--n-frames", type=int, default=7, help="frames spread over the clip (0: all)")
+    v.add_argument("--max-frames", type=int, default=None, help="decode at most this many frames of the clip")
+
+    d = parser.add_argument_group("decomposition and output")
+    d.add_argument("--generator", default="stylegan2-ffhq", help="generator weights name or path")
+    d.add_argument("--rank", type=int, default=4, help="rank of the per-layer subspace")
+    d.add_argument("--method", choices=("rpca", "pca", "none"), default="rpca", help="decomposition")
+    d.add_argument("--lmbda", type=float, default=None, help="RPCA sparsity weight (default 1/sqrt(max(K, w_dim)))")
+    d.add_argument("--alpha-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help=f"suggested strength range (default text {TEXT_ALPHA_RANGE}, video {VIDEO_ALPHA_RANGE})")
+    d.add_argument("--out", metavar="FILE", default=None, help="output .safetensors (default: <directions dir>/NAME)")
+    d.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    d.add_argument("--device", default=None, help="cpu | cuda[:N] (default: cuda when available)")
+
+
+# ------------------------------------------------------------------------------------------------
+# video: frames → aligned crops (uses stream)
+
+
+def aligned_crops_from_source(source: str | Path, size: int = 256, is_folder: bool = False,
+                              max_frames: int | None = None, progress: bool = True):
+    """Aligned FFHQ crops of the face in a clip (or a folder of frames), in time order.
+
+    Returns (crops: list of uint8 [size, size, 3] BGR, labels: frame index (clip) or file name (folder)).
+    Frames without a face are skipped; none at all → ValueError naming the frames tried.
+    """
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from directions.video import describe_tried, list_images, read_image_folder, read_video_frames  # noqa: PLC0415
+    from stream.align import align_face  # noqa: PLC0415 (entry point composes layers)
+    from stream.landmarks import FaceMeshLandmarker  # noqa: PLC0415
+
+    if is_folder:
+        frames, total = read_image_folder(source), len(list_images(source))
+    else:
+        frames, total = read_video_frames(source, max_frames=max_frames), None
+    crops, labels, tried = [], [], []
+    landmarker = FaceMeshLandmarker(max_faces=1, video_mode=not is_folder)
+    try:
+        for label, frame in tqdm(frames, total=total, desc="align", unit="frame", disable=not progress):
+            tried.append(label)
+            faces = landmarker.detect(frame)
+            if not faces:
+                continue
+            crops.append(align_face(frame, faces[0], size=size).crop)
+            labels.append(label)
+    finally:
+        landmarker.close()
+    if not crops:
+        raise ValueError(f"no face found in {source}: tried {describe_tried(tried)}; "
+                         f"use a clip where one face is visible and reasonably large")
+    skipped = len(tried) - len(crops)
+    if skipped:
+        log.warning("%d of %d frames had no face and were skipped", skipped, len(tried))
+    return crops, labels
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _device(name: str | None):
+    import torch  # noqa: PLC0415
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return dev
+
+
+def _arcface(path: str | None):
+    """IdentityLoss from --arcface, else the arcface-ir-se50 download if present, else a skipped one."""
+    from directions.identity import IdentityLoss  # noqa: PLC0415
+
+    if path is None:
+        try:
+            from engine.weights import resolve  # noqa: PLC0415
+
+            path = str(resolve("arcface-ir-se50"))
+        except Exception as e:  # noqa: BLE001 (not downloaded / no manifest entry: the term is skipped)
+            log.debug("arcface-ir-se50 not available: %s", e)
+            path = None
+    return IdentityLoss(path)
+
+
+def _text_anchors(args, G, device, bar):
+    import torch  # noqa: PLC0415
+
+    from directions.clip_loader import load_clip  # noqa: PLC0415
+    from directions.text import anchor_text  # noqa: PLC0415
+
+    clip = load_clip(args.clip_model, args.clip_pretrained, device=device, download=args.clip_download)
+    identity = _arcface(args.arcface) if args.id_lambda > 0 else None
+    if identity is not None:
+        identity.to(device)
+    runs = []
+    for i in range(args.identities):
+        runs.append(anchor_text(
+            G, clip, args.text, degrees=args.degrees, steps=args.steps, lr=args.lr, l2_lambda=args.l2_lambda,
+            id_lambda=args.id_lambda, truncation=args.truncation, seed=args.seed + i, batch=not args.no_batch,
+            identity=identity, progress=bar.update))
+    anchors = torch.stack([r.with_start() for r in runs])  # [I, 1 + K, num_ws, w_dim]
+    meta = dict(
+        template=args.text, degrees=list(runs[0].degrees), prompts=runs[0].prompts,
+        seeds=[r.seed for r in runs], steps=args.steps, lr=args.lr, l2_lambda=args.l2_lambda,
+        id_lambda=args.id_lambda if runs[0].identity_used else 0.0, identity_used=runs[0].identity_used,
+        truncation=args.truncation, clip_model=clip.model_name, clip_pretrained=clip.pretrained,
+        final_clip_loss=[float(r.clip_losses[-1].mean()) for r in runs],
+        source="text",
+    )
+    return anchors, meta
+
+
+def _video_anchors(args, G, device):
+    import engine  # noqa: PLC0415
+    from directions.video import anchor_video, select_frames  # noqa: PLC0415
+
+    E = engine.load_encoder(args.encoder, device=device)
+    if (E.num_ws, E.w_dim) != (G.num_ws, G.w_dim):
+        raise ValueError(f"encoder {args.encoder} makes W+ [{E.num_ws}, {E.w_dim}] but generator {args.generator} "
+                         f"takes [{G.num_ws}, {G.w_dim}]; pass an encoder trained for this generator")
+    source = args.video or args.frames_dir
+    crops, labels = aligned_crops_from_source(source, size=256, is_folder=args.frames_dir is not None,
+                                              max_frames=args.max_frames)
+    n = None if args.n_frames in (None, 0) else args.n_frames
+    idx = select_frames(len(crops), n)
+    anchors = anchor_video(crops, E, n=n)
+    meta = dict(
+        source="video" if args.video else "frames", clip=str(source), frames=[labels[i] for i in idx],
+        frames_with_face=len(crops), encoder=str(args.encoder), encoder_kind=E.kind,
+        encoder_sha256=getattr(E, "source_sha256", None),
+    )
+    return anchors, meta
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build and save one direction; prints the output path. Returns the exit status."""
+    import torch  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    import engine  # noqa: PLC0415
+    from directions import files  # noqa: PLC0415
+    from directions.subspace import from_anchors  # noqa: PLC0415
+    from directions.text import format_prompts  # noqa: PLC0415
+
+    if args.text is not None:
+        format_prompts(args.text, args.degrees)  # template errors before any model loads
+        if args.steps < 1 or args.identities < 1:
+            raise ValueError("--steps and --identities must be >= 1")
+    out = Path(args.out) if args.out else files.default_dir() / f"{args.name}.safetensors"
+    if out.suffix != ".safetensors":
+        out = out.with_name(out.name + ".safetensors")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to overwrite it or --out another file")
+
+    device = _device(args.device)
+    t0 = time.perf_counter()
+    G = engine.load_generator(args.generator, device=device)
+    if args.text is not None:
+        per_run = args.steps * (1 if not args.no_batch else len(args.degrees))
+        with tqdm(total=per_run * args.identities, desc=f"anchor '{args.name}'", unit="step") as bar:
+            anchors, meta = _text_anchors(args, G, device, bar)
+    else:
+        anchors, meta = _video_anchors(args, G, device)
+
+    K = anchors.shape[-3]
+    delta = from_anchors(anchors, rank=args.rank, method=args.method,
+                         **({"lmbda": args.lmbda} if args.lmbda is not None else {}))
+    lmbda = None
+    if args.method == "rpca":
+        lmbda = args.lmbda if args.lmbda is not None else 1.0 / math.sqrt(max(K, G.w_dim))
+    alpha = args.alpha_range or (TEXT_ALPHA_RANGE if args.text is not None else VIDEO_ALPHA_RANGE)
+    meta = files.make_meta(
+        method=args.method, rank=args.rank if args.method != "none" else None, lmbda=lmbda, anchors=int(K),
+        generator=str(args.generator), generator_sha256=getattr(G, "source_sha256", None), alpha_range=alpha,
+        identities=int(anchors.shape[0]) if anchors.dim() == 4 else 1, num_ws=G.num_ws, w_dim=G.w_dim,
+        build_seconds=round(time.perf_counter() - t0, 2), **meta)
+    direction = files.Direction(name=args.name, delta=delta, meta=meta)
+    path = files.save(direction, out)
+    norm = float(torch.linalg.vector_norm(direction.delta))
+    print(f"{path}  ({args.name}: {direction.num_ws}x{direction.w_dim}, |delta| {norm:.4f}, {K} anchors, "
+          f"{args.method} rank {args.rank})")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry (`python -m directions.build ...`); `python -m directions build` dispatches here too."""
+    parser = argparse.ArgumentParser(prog="python -m directions build", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
