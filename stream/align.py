@@ -118,15 +118,23 @@ def quad_matrix(quad: np.ndarray, size: int) -> np.ndarray:
     quad = np.asarray(quad, dtype=np.float64)
     if quad.shape != (4, 2):
         raise ValueError(f"quad must be [4, 2], got {list(quad.shape)}")
-    src = np.hstack([quad[[0, 1, 3]], np.ones((3, 1))])                 # [3, 3] homogeneous
-    dst = np.array([[-0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, -0.5]])
-    return np.linalg.solve(src, dst).T                                  # float64 (no float32 round-off)
+    # Closed form (float64; no LAPACK call, which costs milliseconds under thread contention):
+    # crop pixel (u, v) ↔ frame point quad[0] + (u + 0.5) ex + (v + 0.5) ey.
+    ex = (quad[3] - quad[0]) / size
+    ey = (quad[1] - quad[0]) / size
+    crop_to_frame = np.array([[ex[0], ey[0], quad[0, 0] + 0.5 * (ex[0] + ey[0])],
+                              [ex[1], ey[1], quad[0, 1] + 0.5 * (ex[1] + ey[1])]])
+    return invert_affine(crop_to_frame)
 
 
 def invert_affine(matrix: np.ndarray) -> np.ndarray:
     """Inverse of a 2×3 affine, float64 [2, 3]."""
-    m = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
-    return np.linalg.inv(m)[:2]
+    (a, b, tx), (c, d, ty) = np.asarray(matrix, dtype=np.float64)
+    det = a * d - b * c
+    if abs(det) < 1e-12:
+        raise ValueError("singular affine transform (degenerate quad)")
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    return np.array([[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)]])
 
 
 def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:

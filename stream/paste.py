@@ -19,7 +19,9 @@ PASTE_MODES = ("replace", "residual")
 def face_mask(aligned: AlignedFace,
               size: Optional[int] = None,
               feather_px: Optional[float] = None,
-              erode_px: Optional[float] = None) -> np.ndarray:
+              erode_px: Optional[float] = None,
+              *,
+              feather: Optional[float] = None) -> np.ndarray:
     """Feathered face mask in crop coordinates.
 
     The convex hull of the face-oval landmarks, eroded by ``erode_px`` and blurred (Gaussian, sigma =
@@ -30,12 +32,17 @@ def face_mask(aligned: AlignedFace,
         size:       mask side S (default ``aligned.size``).
         feather_px: ramp width in pixels at size S (default 4% of S).
         erode_px:   inward shrink of the oval in pixels at size S (default 2% of S).
+        feather:    alias of ``feather_px`` (the contract's name).
     Returns:
         float32 [S, S] in [0, 1].
     """
     import cv2
 
     size = int(aligned.size if size is None else size)
+    if feather is not None:
+        if feather_px is not None:
+            raise ValueError("give feather_px or feather, not both")
+        feather_px = feather
     feather_px = 0.04 * size if feather_px is None else float(feather_px)
     erode_px = 0.02 * size if erode_px is None else float(erode_px)
     if feather_px < 0 or erode_px < 0:
@@ -103,9 +110,6 @@ def paste_back(frame: np.ndarray,
         base = _check_crop(base_crop, "base_crop")
         if base.shape != edited.shape:
             raise ValueError(f"base_crop {list(base.shape)} and edited_crop {list(edited.shape)} differ in shape")
-        src = edited.astype(np.float32) - base.astype(np.float32)
-    else:
-        src = edited
     if mask is None:
         mask = face_mask(aligned, size=min(aligned.size, MASK_WORK_SIZE))
     mask = np.asarray(mask, dtype=np.float32)
@@ -120,13 +124,17 @@ def paste_back(frame: np.ndarray,
     x0, y0, x1, y1 = roi
     to_roi = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
 
-    # Anti-alias: a crop much larger than the face in the frame is first shrunk to about the face's size.
+    # Anti-alias: a crop much larger than the face in the frame is first shrunk to about the face's size
+    # (uint8 resizes are fast; INTER_AREA is linear, so shrinking edited and base then subtracting equals
+    # shrinking the residual, up to rounding).
     qsize = float(np.hypot(*(aligned.quad[3] - aligned.quad[0])))
-    se = src.shape[0]
+    se = edited.shape[0]
     if se > 2 * qsize:
-        target = max(8, int(np.ceil(qsize * 1.5)))
-        src = cv2.resize(src, (target, target), interpolation=cv2.INTER_AREA)
-        se = target
+        edited = _shrink(edited, qsize)
+        if mode == "residual":
+            base = _shrink(base, qsize)
+        se = edited.shape[0]
+    src = edited.astype(np.float32) - base.astype(np.float32) if mode == "residual" else edited
     m_src = _compose(aligned.matrix_at(se), to_roi)            # ROI pixel → src crop pixel
     m_mask = _compose(aligned.matrix_at(mask.shape[0]), to_roi)  # ROI pixel → mask pixel
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -165,6 +173,16 @@ def paste_faces(frame: np.ndarray,
                    base_crop=None if base_crops is None else base_crops[i],
                    inplace=True)
     return out
+
+
+def _shrink(crop: np.ndarray, target: float) -> np.ndarray:
+    """Halve a square crop (INTER_AREA 2×2 box, OpenCV's fast path) while it stays ≥ 2·target pixels."""
+    import cv2
+
+    while crop.shape[0] >= 2 * target and crop.shape[0] % 2 == 0 and crop.shape[0] >= 16:
+        half = crop.shape[0] // 2
+        crop = cv2.resize(crop, (half, half), interpolation=cv2.INTER_AREA)
+    return crop
 
 
 def _mask_roi(mask: np.ndarray, aligned: AlignedFace, h: int, w: int):
