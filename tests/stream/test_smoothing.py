@@ -105,3 +105,25 @@ def test_tracker_drops_lost_faces_and_passes_empty_frames(frame_640):
         assert np.array_equal(again[0].landmarks, again[0].raw_landmarks)
     with FaceTracker(min_eye_dist_px=1000) as tracker:
         assert tracker.track(frame_640, 0.0) == []  # too small → skipped
+
+
+def test_tracker_two_faces_keep_their_ids_and_paste_as_a_batch(astronaut_bgr):
+    from stream.paste import paste_faces
+    from stream.tracking import FaceTracker
+
+    head = astronaut_bgr[:240, 100:340]  # MediaPipe's short-range detector wants faces ≳ 1/8 of the frame
+    frame = np.ascontiguousarray(np.hstack([head, head[:, ::-1]]))  # two faces, 480×240
+    with FaceTracker(max_faces=2) as tracker:
+        first = tracker.track(frame, 0.0)
+        second = tracker.track(frame, 1 / 30)
+    assert len(first) == len(second) == 2
+    ids = {f.track_id: f.landmarks[:, 0].mean() for f in first}
+    assert len(ids) == 2
+    for f in second:  # same face → same id
+        assert abs(ids[f.track_id] - f.landmarks[:, 0].mean()) < 5
+    red = [np.full_like(f.aligned.crop, (0, 0, 255)) for f in second]
+    out = paste_faces(frame, red, [f.aligned for f in second])
+    for f in second:
+        x, y = np.round(f.landmarks[1]).astype(int)  # nose tip: inside both masks' cores
+        assert tuple(out[y, x]) == (0, 0, 255)
+    assert np.array_equal(out[-20:], frame[-20:])  # far from the faces: untouched
