@@ -203,10 +203,15 @@ class FileSink(Sink):
             resampler = av.AudioResampler(format="fltp", layout=out_audio.layout,
                                           rate=out_audio.codec_context.sample_rate)
             samples = 0
-            for frame in source.decode(in_audio):
-                if frame.time is not None and frame.time >= duration_s:
-                    break
-                frame.pts = None
+            def frames():
+                for frame in source.decode(in_audio):
+                    if frame.time is not None and frame.time >= duration_s:
+                        break
+                    frame.pts = None
+                    yield frame
+                yield None  # flush the resampler
+
+            for frame in frames():
                 for converted in resampler.resample(frame):
                     converted.pts, converted.time_base = samples, Fraction(1, converted.sample_rate)
                     samples += converted.samples
