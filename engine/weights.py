@@ -471,7 +471,11 @@ def _fetch_into(opener, url: str, part: Path, timeout: float, progress: bool, de
             disable=not progress, leave=False,
         ) as bar:
             while True:
-                block = resp.read(CHUNK)
+                try:
+                    block = resp.read(CHUNK)
+                except http.client.IncompleteRead as err:  # keep what arrived, then let the caller resume
+                    out.write(err.partial)
+                    raise
                 if not block:
                     break
                 out.write(block)
@@ -506,7 +510,8 @@ def download(
     """Download a manifest entry into the cache, resumably, and check/record its sha256.
 
     url / base_url: override the manifest URL (tests, mirrors). force: download again even if present.
-    retries: extra attempts after a dropped connection (each resumes from the `.part` file).
+    retries: extra attempts after a connection dropped mid-transfer (each resumes from the `.part` file); a server
+    that cannot be reached at all fails at once.
     Errors (one line each): DownloadError (unreachable / HTTP / web page), HashMismatchError (file discarded),
     CacheNotWritableError (names the folder and MICROMOTION_HOME).
     """
@@ -545,7 +550,9 @@ def download(
                 f"from {e.page} as {dest}"
             ) from None
         except (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError) as err:
-            if attempt < retries:
+            # URLError comes from connecting (offline, refused, DNS): fail at once with one line. Errors while
+            # reading the body (dropped connection, stalled transfer) are retried, resuming from the .part file.
+            if attempt < retries and not isinstance(err, urllib.error.URLError):
                 attempt += 1
                 log.warning("download of %s interrupted (%s); retry %d/%d", e.filename, _reason(err), attempt, retries)
                 time.sleep(min(0.5 * attempt, 5.0))

@@ -300,10 +300,10 @@ def test_conversion_layout_and_values(tiny):
 
 
 def test_load_generator_reproduces_nvidia_maths(tiny):
-    from engine.checkpoints import load_generator
+    import engine
 
     G, path = tiny
-    Gr = load_generator(path)
+    Gr = engine.load_generator(path)
     assert (Gr.resolution, Gr.num_ws, Gr.w_dim, Gr.z_dim) == (32, 8, 8, 8)
     sd = Gr.state_dict()
     _, conv_sd, _ = nvidia_pkl.load_nvidia_generator(path)

@@ -33,6 +33,7 @@ class FileServer:
         self.requests: list[tuple[str, str | None, int]] = []
         self.ignore_range = False
         self.confirm_pages: dict[str, str] = {}
+        self.drop_after: dict[str, int] = {}  # path -> bytes sent before the connection is cut (once)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,8 +77,13 @@ class FileServer:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                cut = server.drop_after.pop(path, None)
+                if cut is not None:
+                    body = body[:cut]
+                    self.close_connection = True
+                server.requests.append((self.path, rng, len(body)))  # before the body: the client may finish first
                 self.wfile.write(body)
-                server.requests.append((self.path, rng, len(body)))
+                self.wfile.flush()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
@@ -211,6 +217,16 @@ def test_resumed_download_requests_only_the_remainder(home, server, monkeypatch)
     assert not part.exists()
 
 
+def test_connection_dropped_mid_transfer_resumes_on_retry(home, server, monkeypatch):
+    data = _payload(400_000, 9)
+    server.files["/drop.bin"] = data
+    server.drop_after["/drop.bin"] = 150_000
+    _add_entry(monkeypatch, "t-drop", f"{server.base}/drop.bin", hashlib.sha256(data).hexdigest())
+    res = weights.download("t-drop", progress=False, retries=2)
+    assert res.path.read_bytes() == data
+    assert server.requests == [("/drop.bin", None, 150_000), ("/drop.bin", "bytes=150000-", 250_000)]
+
+
 def test_server_ignoring_range_restarts_from_zero(home, server, monkeypatch):
     data = _payload(200_000, 3)
     server.files["/norange.bin"] = data
@@ -252,7 +268,7 @@ def test_wrong_hash_discards_the_file(home, server, monkeypatch):
 def test_server_unreachable_is_one_clear_line(home, monkeypatch):
     _add_entry(monkeypatch, "t-down", f"http://127.0.0.1:{_closed_port()}/x.bin", None)
     with pytest.raises(weights.DownloadError) as info:
-        weights.download("t-down", progress=False, retries=1)
+        weights.download("t-down", progress=False, retries=3)  # unreachable: no retries, fails at once
     msg = str(info.value)
     assert "\n" not in msg and "unreachable" in msg and "127.0.0.1" in msg
     assert not (home / "weights" / "t-down.bin").exists()
