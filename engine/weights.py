@@ -632,7 +632,7 @@ def _fmt_size(mb: float) -> str:
     return f"{mb / 1000:.2f} GB" if mb >= 1000 else f"{mb:.0f} MB"
 
 
-def _cmd_list(out) -> int:
+def _cmd_list(out, long: bool = False) -> int:
     rows = [("name", "file", "size", "present", "sha256", "purpose")]
     for name, e in MANIFEST.items():
         dest = cache_dir() / e.filename
@@ -642,6 +642,13 @@ def _cmd_list(out) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5], file=out)
+    if long:
+        for name, e in MANIFEST.items():
+            print(f"\n{name}: {e.filename}\n  url:     {e.url}\n  page:    {e.page}\n  source:  {e.source}"
+                  f"\n  license: {e.license}\n  size:    ~{_fmt_size(e.approx_size_mb)} ({e.size_note})"
+                  f"\n  sha256:  {e.sha256 or e.sha256_note}", file=out)
+            for other in e.other_sources:
+                print(f"  also:    {other}", file=out)
     print(f"\ncache: {cache_dir()}   (* = downloaded by `download --default`)", file=out)
     print("sha256: no publisher above publishes one; a file's hash is recorded at its first download "
           f"({HASHES_FILE}) and checked by `verify` ever after.", file=out)
@@ -717,7 +724,8 @@ def build_parser() -> argparse.ArgumentParser:
                     f"default ~/.cache/micromotion/weights).",
     )
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="show every known file, whether it is present, and its hash status")
+    ls = sub.add_parser("list", help="show every known file, whether it is present, and its hash status")
+    ls.add_argument("--long", action="store_true", help="also show URL, source README, licence and size notes")
     d = sub.add_parser("download", help="download files (resumable; sha256 checked or recorded)")
     d.add_argument("names", nargs="*", metavar="NAME")
     d.add_argument("--default", action="store_true", help=f"the generator and default encoders: {', '.join(DEFAULT_NAMES)}")
@@ -738,7 +746,7 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "list":
-            return _cmd_list(out)
+            return _cmd_list(out, long=args.long)
         if args.cmd == "download":
             return _cmd_download(args, out)
         return _cmd_verify(args, out)

@@ -370,6 +370,10 @@ def test_cli_download_default_with_base_url_then_list_and_verify(home, server, c
     assert " no " in line and "not published" in line
     assert weights.main(["verify"]) == 0
     assert capsys.readouterr().out.count(": ok") == 3
+    assert weights.main(["list", "--long"]) == 0
+    long = capsys.readouterr().out
+    assert "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl" in long
+    assert long.count("license:") == len(weights.MANIFEST)
 
 
 def test_cli_errors_are_one_line(home, monkeypatch, capsys):
