@@ -71,12 +71,18 @@ def test_browser_without_weights_tracks_the_face_and_says_how_to_get_them(tmp_pa
 
 
 @pytest.mark.browser
-def test_browser_demo_effect_alpha_slider_changes_pixels(tmp_path, faces_dir):
-    report = run_probe(tmp_path, faces_dir / "mona_lisa.jpg", ["--demo"])
+def test_browser_full_effect_tiny_weights_alpha_slider_edits_the_face(tmp_path, faces_dir):
+    """The full Effect (landmarks → align → ReStyle encoder → edit → generator → paste) with tiny random
+    weights loaded from disk by `python -m web`; moving the α slider edits the face in the returned video."""
+    from tiny_weights import server_args, write_tiny_weights
+
+    weights = write_tiny_weights(tmp_path / "weights")
+    report = run_probe(tmp_path, faces_dir / "01.jpg", server_args(weights))
     _check_stream(report)
-    # the α slider went over the data channel: the server's stats echo it, and the pixels follow
+    assert report["after_3s"]["stats"]["mode"] == "full"
+    assert report["notice"] is None
     assert report["change"] == "alpha"
-    changed = report["after_change"]["stats"]["controls"]["directions"]
-    assert changed == {report["direction"]: 4.0}
-    assert report["centre_after"][0] > report["centre_before"][0] + 20, (report["centre_before"],
-                                                                         report["centre_after"])
+    assert report["after_change"]["stats"]["controls"]["directions"] == {report["direction"]: 4.0}
+    assert report["after_change"]["stats"]["effect"]["edited"] > 0
+    # α = 0 in residual paste leaves the camera picture; α = 4 moves the face away from it
+    assert report["diff_after"] > report["diff_before"] + 3, (report["diff_before"], report["diff_after"])

@@ -1,4 +1,4 @@
-"""Load: 4 aiortc peers at once for a short while (MICROMOTION_LOAD_SECONDS, default 10), on loopback.
+"""Load: 4 aiortc peers at once, the full Effect with tiny random weights, for a short while (MICROMOTION_LOAD_SECONDS, default 10), on loopback.
 
 No errors, resident memory bounded, latest-frame-only (nothing queues), closed peers and a peer killed
 without closing are freed. The full 60 s run: MICROMOTION_LOAD_SECONDS=60 or `python -m web.loadtest`.
@@ -20,11 +20,14 @@ def test_four_peers_load(tmp_path, faces_dir):
     reason = netns_missing_reason()
     if reason:
         pytest.skip(reason)
+    from tiny_weights import server_args, write_tiny_weights
+
     seconds = float(os.environ.get("MICROMOTION_LOAD_SECONDS", 10))
+    weights = write_tiny_weights(tmp_path / "weights")
     out = tmp_path / "load.json"
     res = run_loopback([sys.executable, "-m", "web.loadtest", "--face", str(faces_dir / "01.jpg"),
                         "--peers", "4", "--seconds", str(seconds), "--json", str(out),
-                        "--server-log", str(tmp_path / "server.log"), "--", "--demo", "--peer-timeout", "5"],
+                        "--server-log", str(tmp_path / "server.log"), "--", *server_args(weights), "--peer-timeout", "5"],
                        timeout=seconds + 180)
     assert res.returncode == 0 and out.exists(), f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     print("\n" + res.stdout)
