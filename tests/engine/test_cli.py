@@ -132,7 +132,12 @@ def test_render_missing_weights_name_prints_the_download_command(tmp_path, monke
 
 
 def test_render_nvidia_pkl_through_the_cli(tmp_path):
-    from test_nvidia_pkl import make_nv_generator, nv_synthesis, write_pkl
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_nvidia_pkl_helpers", Path(__file__).with_name("test_nvidia_pkl.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)  # the NVIDIA-structure writer and reference maths (import-mode independent)
+    make_nv_generator, nv_synthesis, write_pkl = helpers.make_nv_generator, helpers.nv_synthesis, helpers.write_pkl
 
     G = make_nv_generator("raise SystemExit", resolution=16)
     pkl = write_pkl(tmp_path / "g.pkl", G)
