@@ -286,11 +286,8 @@ def build_generator(config: Mapping[str, Any], state_dict: Mapping[str, Any], la
         raise CheckpointError(f"{what}: unsupported generator configuration {dict(config)} ({exc})") from None
     load_state_strict(G, state_dict, what)
     if latent_avg is None:
-        n = 4096
-        log.warning("checkpoint has no latent_avg: estimating it from %d mapped z (seed 0)", n)
-        with torch.no_grad():
-            z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(0))
-            latent_avg = G.mapping(z).mean(0)
+        log.warning("%s: checkpoint has no latent_avg; estimating it as the mean of 4096 mapped z (seed 0)", what)
+        latent_avg = G.estimate_latent_avg(4096, seed=0)
     latent_avg = torch.as_tensor(latent_avg)
     if latent_avg.numel() != G.w_dim or latent_avg.dim() > 2:
         raise CheckpointError(

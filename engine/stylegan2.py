@@ -1,0 +1,353 @@
+"""StyleGAN2 generator (config F), state_dict-compatible with rosinality/stylegan2-pytorch `Generator`.
+
+Keys and shapes are identical to rosinality's `Generator(size, style_dim, n_mlp, channel_multiplier)`:
+`style.{1..n}` (mapping; `style.0` is the parameter-free PixelNorm), `input.input`, `conv1`, `to_rgb1`,
+`convs.{i}`, `to_rgbs.{i}`, `noises.noise_{i}`, and the FIR kernels `*.blur.kernel` / `*.upsample.kernel`
+(buffers read from the checkpoint). `latent_avg` [w_dim] is a non-persistent buffer: rosinality keeps it
+beside `g_ema`, not inside it, so the loader sets it.
+
+Noise is always the fixed `noises.noise_*` buffers: the same ws give the same image.
+
+Precision policy: every op runs in the dtype of the module's parameters (`G.half()` / `G.to(torch.bfloat16)`
+on CUDA; float32 on CPU). `ws` are cast to that dtype at the entry. One exception: for float16/bfloat16 the
+demodulation coefficients are computed in float32 (a [N, C_in] x [C_in, C_out] product), because the sum of
+k*k*C_in squared modulated weights can overflow float16 and its 1e-8 epsilon underflows.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.ops import Blur, FusedLeakyReLU, Upsample, fused_leaky_relu
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+_CHANNEL_BASE = 16384  # channels = channel_multiplier * 16384 / resolution above 32x32 (rosinality's table)
+
+
+def _no_grad_through(*tensors: torch.Tensor | None) -> bool:
+    """True when no gradient is recorded through any of `tensors`: in-place updates are then safe."""
+    if not torch.is_grad_enabled():
+        return True
+    return not any(t is not None and t.requires_grad for t in tensors)
+
+
+class PixelNorm(nn.Module):
+    """x / sqrt(mean(x^2 over dim 1) + 1e-8); no parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(torch.mean(x * x, dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalised learning rate: weight * lr_mul / sqrt(in_dim), bias * lr_mul.
+
+    Parameters `weight` [out_dim, in_dim] and `bias` [out_dim]; with `activation=True` the bias goes into a
+    fused leaky ReLU (gain √2)."""
+
+    def __init__(
+        self,
+        in_dim: int,              # input features
+        out_dim: int,             # output features
+        bias_init: float = 0.0,   # initial bias value (1 for style modulation)
+        lr_mul: float = 1.0,      # learning-rate multiplier (0.01 in the mapping network)
+        activation: bool = False, # fused leaky ReLU after the layer
+    ):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation:
+            return fused_leaky_relu(F.linear(x, self.weight * self.scale), self.bias * self.lr_mul)
+        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
+
+
+class ModulatedConv2d(nn.Module):
+    """Style-modulated convolution (per-sample weights, grouped conv), optional demodulation and 2x upsampling.
+
+    Parameters: `weight` [1, out, in, k, k]; `modulation` (EqualLinear w_dim -> in, bias 1); with upsampling a
+    `blur` (Blur, kernel buffer) after a stride-2 transposed conv."""
+
+    def __init__(
+        self,
+        in_channels: int,                       # input feature maps
+        out_channels: int,                      # output feature maps
+        kernel_size: int,                       # spatial kernel size (3 for convs, 1 for toRGB)
+        w_dim: int,                             # dimensionality of the style vector w
+        demodulate: bool = True,                # normalise each output filter to unit norm
+        upsample: bool = False,                 # 2x upsampling (transposed conv + blur)
+        blur_kernel: Sequence[float] = (1, 3, 3, 1),  # FIR taps of the blur
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.demodulate = demodulate
+        self.upsample = upsample
+        if upsample:
+            factor = 2
+            p = (len(blur_kernel) - factor) - (kernel_size - 1)
+            self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
+        self.scale = 1.0 / math.sqrt(in_channels * kernel_size ** 2)
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
+        self.modulation = EqualLinear(w_dim, in_channels, bias_init=1.0)
+
+    def _demodulation(self, weight: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """1 / ||modulated filter|| per sample and output channel: [N, out]."""
+        if weight.dtype in _HALF_DTYPES:
+            # float32: the k*k*C_in-term sum of squares can overflow float16, and 1e-8 underflows there.
+            w2 = self.weight[0].float().square().sum(dim=(2, 3))            # [out, in]
+            energy = (style.float().square() @ w2.t()) * self.scale ** 2     # [N, out]
+            return torch.rsqrt(energy + 1e-8).to(weight.dtype)
+        return torch.rsqrt(weight.square().sum(dim=(2, 3, 4)) + 1e-8)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x [N, in, H, W], w [N, w_dim] -> [N, out, H', W'] (H' = 2H with upsampling)."""
+        n, c, h, wd = x.shape
+        k = self.kernel_size
+        style = self.modulation(w)                                            # [N, in]
+        weight = self.scale * self.weight * style.reshape(n, 1, c, 1, 1)      # [N, out, in, k, k]
+        if self.demodulate:
+            weight = weight * self._demodulation(weight, style).reshape(n, self.out_channels, 1, 1, 1)
+        x = x.reshape(1, n * c, h, wd)
+        if self.upsample:
+            weight = weight.transpose(1, 2).reshape(n * c, self.out_channels, k, k)
+            out = F.conv_transpose2d(x, weight, padding=0, stride=2, groups=n)
+            out = out.reshape(n, self.out_channels, out.shape[2], out.shape[3])
+            return self.blur(out)
+        weight = weight.reshape(n * self.out_channels, c, k, k)
+        out = F.conv2d(x, weight, padding=self.padding, groups=n)
+        return out.reshape(n, self.out_channels, out.shape[2], out.shape[3])
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"demodulate={self.demodulate}, upsample={self.upsample}")
+
+
+class NoiseInjection(nn.Module):
+    """x + weight * noise, with a learned scalar `weight` [1] and a given noise map [1 or N, 1, H, W]."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        scaled = self.weight * noise.to(x.dtype)  # [1 or N, 1, H, W]: small
+        if _no_grad_through(x, scaled):
+            return x.add_(scaled)  # x is the conv output just produced: in place spares a full-size copy
+        return x + scaled
+
+
+class ConstantInput(nn.Module):
+    """The learned 4x4 starting tensor `input` [1, C, 4, 4], repeated over the batch."""
+
+    def __init__(self, channels: int, size: int = 4):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, size, size))
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        return self.input.repeat(batch_size, 1, 1, 1)
+
+
+class StyledConv(nn.Module):
+    """ModulatedConv2d -> noise -> bias + leaky ReLU (`conv`, `noise`, `activate` submodules)."""
+
+    def __init__(
+        self,
+        in_channels: int,                       # input feature maps
+        out_channels: int,                      # output feature maps
+        kernel_size: int,                       # spatial kernel size
+        w_dim: int,                             # dimensionality of w
+        upsample: bool = False,                 # 2x upsampling before the conv output
+        blur_kernel: Sequence[float] = (1, 3, 3, 1),  # FIR taps
+    ):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, out_channels, kernel_size, w_dim,
+                                    upsample=upsample, blur_kernel=blur_kernel)
+        self.noise = NoiseInjection()
+        self.activate = FusedLeakyReLU(out_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        # conv output is a fresh intermediate: noise and activation may update it in place (inference only)
+        return self.activate(self.noise(self.conv(x, w), noise), inplace=True)
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv to 3 channels (no demodulation) + `bias` [1, 3, 1, 1] + upsampled skip image."""
+
+    def __init__(
+        self,
+        in_channels: int,                       # input feature maps
+        w_dim: int,                             # dimensionality of w
+        upsample: bool = True,                  # add the 2x FIR-upsampled previous RGB image
+        blur_kernel: Sequence[float] = (1, 3, 3, 1),  # FIR taps of the skip upsampler
+    ):
+        super().__init__()
+        if upsample:
+            self.upsample = Upsample(blur_kernel)
+        self.conv = ModulatedConv2d(in_channels, 3, 1, w_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, w)
+        if _no_grad_through(out, self.bias, skip):
+            out.add_(self.bias.to(out.dtype))
+            return out if skip is None else out.add_(self.upsample(skip))
+        out = out + self.bias
+        if skip is not None:
+            out = out + self.upsample(skip)
+        return out
+
+
+def channels_at(resolution: int, channel_multiplier: float, channel_max: int) -> int:
+    """Feature maps at a resolution: rosinality's table (512 up to 32x32, then multiplier*16384/res),
+    capped at `channel_max`."""
+    ch = 512 if resolution <= 32 else int(channel_multiplier * _CHANNEL_BASE / resolution)
+    return max(1, min(channel_max, ch))
+
+
+class Generator(nn.Module):
+    """StyleGAN2 generator: `G(ws [N, num_ws, w_dim]) -> images [N, 3, R, R]` (about [-1, 1] when trained).
+
+    `G.mapping(z [N, z_dim], truncation=1.0) -> w [N, w_dim]`; `G.truncate(ws, psi)` moves toward
+    `latent_avg`. Attributes: `resolution`, `num_ws` (= 2 log2(R) - 2), `w_dim`, `z_dim`.
+    """
+
+    def __init__(
+        self,
+        resolution: int,                         # output resolution R (power of two, >= 8)
+        w_dim: int = 512,                        # dimensionality of w / W+ (rosinality's style_dim)
+        z_dim: int = 512,                        # dimensionality of the mapping input z
+        n_mapping: int = 8,                      # number of mapping-network layers (rosinality's n_mlp)
+        channel_multiplier: float = 2,           # config-f width above 32x32 (2 for FFHQ 1024)
+        lr_mlp: float = 0.01,                    # learning-rate multiplier of the mapping layers
+        channel_max: int = 512,                  # cap on feature maps per layer (small for test models)
+        blur_kernel: Sequence[float] = (1, 3, 3, 1),  # FIR taps for up-sampling
+    ):
+        super().__init__()
+        log2 = int(round(math.log2(resolution))) if resolution > 0 else 0
+        if resolution < 8 or 2 ** log2 != resolution:
+            raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+        self.resolution = int(resolution)
+        self.w_dim = int(w_dim)
+        self.z_dim = int(z_dim)
+        self.n_mapping = int(n_mapping)
+        self.channel_multiplier = channel_multiplier
+        self.channel_max = int(channel_max)
+        self.num_ws = 2 * log2 - 2
+        self.num_layers = 2 * log2 - 3  # styled convs = fixed noise maps
+        self.channels = {2 ** i: channels_at(2 ** i, channel_multiplier, channel_max) for i in range(2, log2 + 1)}
+
+        self.style = nn.Sequential(
+            PixelNorm(),
+            *[
+                EqualLinear(z_dim if i == 0 else w_dim, w_dim, lr_mul=lr_mlp, activation=True)
+                for i in range(n_mapping)
+            ],
+        )
+        c4 = self.channels[4]
+        self.input = ConstantInput(c4)
+        self.conv1 = StyledConv(c4, c4, 3, w_dim, blur_kernel=blur_kernel)
+        self.to_rgb1 = ToRGB(c4, w_dim, upsample=False)
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        self.noises = nn.Module()
+        for i in range(self.num_layers):
+            size = 2 ** ((i + 5) // 2)
+            self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, size, size))
+        in_ch = c4
+        for i in range(3, log2 + 1):
+            out_ch = self.channels[2 ** i]
+            self.convs.append(StyledConv(in_ch, out_ch, 3, w_dim, upsample=True, blur_kernel=blur_kernel))
+            self.convs.append(StyledConv(out_ch, out_ch, 3, w_dim, blur_kernel=blur_kernel))
+            self.to_rgbs.append(ToRGB(out_ch, w_dim, blur_kernel=blur_kernel))
+            in_ch = out_ch
+        self.register_buffer("latent_avg", torch.zeros(w_dim), persistent=False)
+
+    # -- properties -----------------------------------------------------------------------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.input.input.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.input.input.device
+
+    def noise_maps(self) -> list[torch.Tensor]:
+        """The fixed noise buffers, one per styled conv: [1, 1, r, r]."""
+        return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
+
+    # -- mapping --------------------------------------------------------------------------------------------------
+
+    def mapping(self, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
+        """z [N, z_dim] -> w [N, w_dim]; truncation psi < 1 moves w toward `latent_avg` (psi = 1: unchanged)."""
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(
+                f"z must have shape [N, {self.z_dim}] (N, z_dim of this generator), got {list(z.shape)}"
+            )
+        w = self.style(z.to(self.dtype))
+        return self.truncate(w, truncation)
+
+    def truncate(self, ws: torch.Tensor, psi: float) -> torch.Tensor:
+        """latent_avg + psi * (ws - latent_avg) for ws [..., w_dim] (w or W+); psi = 1 returns ws itself."""
+        if ws.shape[-1] != self.w_dim:
+            raise ValueError(f"truncate expects [..., {self.w_dim}] (w_dim), got {list(ws.shape)}")
+        if psi == 1:
+            return ws
+        avg = self.latent_avg.to(ws.dtype)
+        return avg + psi * (ws - avg)
+
+    @torch.no_grad()
+    def estimate_latent_avg(self, n: int = 4096, seed: int = 0) -> torch.Tensor:
+        """Mean of `mapping(z)` over n seeded z ~ N(0, I): [w_dim] (for checkpoints without latent_avg)."""
+        z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
+        return self.style(z.to(device=self.device, dtype=self.dtype)).mean(0)
+
+    # -- synthesis ------------------------------------------------------------------------------------------------
+
+    def _check_ws(self, ws: torch.Tensor) -> None:
+        if not torch.is_tensor(ws) or ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            got = list(ws.shape) if hasattr(ws, "shape") else type(ws).__name__
+            raise ValueError(
+                f"ws must have shape [N, {self.num_ws}, {self.w_dim}] (N, num_ws, w_dim of this "
+                f"{self.resolution}px generator), got {got}; expand a single w with w[:, None].repeat(1, {self.num_ws}, 1)"
+            )
+
+    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] -> images [N, 3, R, R] in the module's dtype, fixed noise."""
+        self._check_ws(ws)
+        ws = ws.to(self.dtype)
+        noise = self.noise_maps()
+        x = self.input(ws.shape[0])
+        x = self.conv1(x, ws[:, 0], noise[0])
+        img = self.to_rgb1(x, ws[:, 1])
+        for b, to_rgb in enumerate(self.to_rgbs):
+            i = 2 * b + 1
+            x = self.convs[2 * b](x, ws[:, i], noise[i])
+            x = self.convs[2 * b + 1](x, ws[:, i + 1], noise[i + 1])
+            img = to_rgb(x, ws[:, i + 2], img)
+        return img
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] -> images [N, 3, R, R] (see `synthesis`)."""
+        return self.synthesis(ws)
+
+    def extra_repr(self) -> str:
+        return (f"resolution={self.resolution}, num_ws={self.num_ws}, w_dim={self.w_dim}, z_dim={self.z_dim}, "
+                f"n_mapping={self.n_mapping}, channel_multiplier={self.channel_multiplier}, "
+                f"channel_max={self.channel_max}")
+
+
+__all__ = ["Generator", "ModulatedConv2d", "StyledConv", "ToRGB", "EqualLinear", "PixelNorm", "channels_at"]
