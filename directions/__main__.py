@@ -1,0 +1,328 @@
+"""`python -m directions build|show|list|apply` — make, inspect and use micromotion directions.
+
+    python -m directions build --name smile --text "a person with {} smile"      # see directions/build.py
+    python -m directions build --name blink --video clip.mp4
+    python -m directions show smile [--png smile.png]      # per-layer energy: table + bar plot
+    python -m directions list [--dir DIR]
+    python -m directions apply --latent face.npy --direction smile --alpha 5 --frames 100 --out clip.mp4
+
+`apply` renders G(V + α·t·ΔV) for t from 0 to 1 over the frames (the paper's offline micromotion video) and
+encodes it with PyAV (libx264, or mpeg4 where the FFmpeg build lacks it). The direction is checked against
+the generator (num_ws, w_dim, recorded sha256) before anything is rendered.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("directions")
+
+CODECS = ("libx264", "mpeg4")  # first one the installed FFmpeg can encode wins
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _resolve_direction(name_or_path: str, folder: str | None):
+    from directions.files import default_dir, find_direction, load  # noqa: PLC0415
+
+    folders = [Path(folder)] if folder else [default_dir()]
+    return load(find_direction(name_or_path, folders))
+
+
+def _read_latent(path: str):
+    """W+ latent from .npy / .npz (one array, or key 'w'/'ws'/'latent') → float32 numpy."""
+    import numpy as np  # noqa: PLC0415
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"latent file not found: {p}")
+    try:
+        data = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise UserError(f"cannot read latent {p} ({str(err).splitlines()[0]}); save it with numpy.save") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            keys = list(data.keys())
+            key = next((k for k in ("w", "ws", "latent", "latents") if k in keys), keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise UserError(f"{p} holds arrays {keys}; expected one array or a key 'w'")
+            data = data[key]
+    if not np.issubdtype(data.dtype, np.floating) or not np.isfinite(data).all():
+        raise UserError(f"latent {p} must hold finite floating-point numbers (got dtype {data.dtype})")
+    return data.astype(np.float32)
+
+
+def latent_to_ws(latent, num_ws: int, w_dim: int):
+    """numpy [w_dim] | [num_ws, w_dim] | [1, num_ws, w_dim] → torch [1, num_ws, w_dim] float32."""
+    import torch  # noqa: PLC0415
+
+    t = torch.as_tensor(latent, dtype=torch.float32)
+    if list(t.shape) == [w_dim]:
+        return t[None, None].expand(1, num_ws, w_dim).contiguous()
+    if list(t.shape) == [num_ws, w_dim]:
+        return t[None].contiguous()
+    if list(t.shape) == [1, num_ws, w_dim]:
+        return t.contiguous()
+    raise UserError(f"latent has shape {list(t.shape)}; this generator takes one W+ code [{num_ws}, {w_dim}] "
+                    f"(num_ws, w_dim), [1, {num_ws}, {w_dim}] or a single w [{w_dim}]")
+
+
+def images_to_uint8(images):
+    """[N, 3, H, W] in about [-1, 1] → numpy uint8 [N, H, W, 3] RGB (clipped, rounded)."""
+    import torch  # noqa: PLC0415
+
+    x = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
+    return x.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def render_clip(G, ws, delta, alpha: float, frames: int, batch: int = 8, progress: bool = True):
+    """Yield uint8 RGB frames [R, R, 3] of G(V + α·t·ΔV), t = linspace(0, 1, frames).
+
+    G: generator (num_ws, w_dim, forward(ws) → [N, 3, R, R]); ws [1, num_ws, w_dim]; delta [num_ws, w_dim].
+    """
+    import torch  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from directions.files import apply  # noqa: PLC0415
+
+    if frames < 1 or batch < 1:
+        raise UserError("--frames and --batch must be >= 1")
+    param = next(G.parameters())
+    ts = torch.linspace(0.0, 1.0, frames) if frames > 1 else torch.zeros(1)
+    with torch.no_grad(), tqdm(total=frames, desc="render", unit="frame", disable=not progress) as bar:
+        for start in range(0, frames, batch):
+            t = ts[start:start + batch]
+            codes = apply(ws, delta, alpha, t).to(device=param.device, dtype=param.dtype)
+            for frame in images_to_uint8(G(codes)):
+                yield frame
+            bar.update(len(t))
+
+
+def pick_codec() -> str:
+    import av  # noqa: PLC0415
+
+    for name in CODECS:
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except Exception:  # noqa: BLE001 - PyAV raises different types across versions
+            continue
+    raise UserError(f"this PyAV/FFmpeg build has none of the encoders {CODECS}; install the pinned `av` wheel")
+
+
+def encode_video(frames, out: Path, fps: float, codec: str | None = None) -> tuple[int, str]:
+    """Encode uint8 RGB frames [H, W, 3] to a video file; written to a temp name, then renamed.
+
+    Returns (frames written, codec). An existing `out` is kept until the new file is complete.
+    """
+    import av  # noqa: PLC0415
+
+    codec = codec or pick_codec()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.partial{out.suffix or '.mp4'}")
+    n = 0
+    try:
+        with av.open(str(tmp), mode="w") as container:
+            stream = None
+            for rgb in frames:
+                if stream is None:
+                    h, w = rgb.shape[:2]
+                    stream = container.add_stream(codec, rate=round(fps) if float(fps).is_integer() else fps)
+                    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                    if codec == "libx264":
+                        stream.options = {"crf": "18", "preset": "medium"}
+                    else:
+                        stream.bit_rate = max(2_000_000, w * h * 8)
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                n += 1
+            if stream is None:
+                raise UserError("no frames to encode")
+            for packet in stream.encode():
+                container.mux(packet)
+        tmp.replace(out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return n, codec
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+def cmd_show(args) -> int:
+    from directions.files import layer_energy  # noqa: PLC0415
+
+    d = _resolve_direction(args.file, args.dir)
+    energy = layer_energy(d)
+    total = float(energy.pow(2).sum().sqrt())
+    share = energy.pow(2) / max(float(energy.pow(2).sum()), 1e-30)
+    m = d.meta
+    print(f"direction {d.name!r}: {d.num_ws} layer(s) x {d.w_dim}, |delta| {total:.4f}"
+          + ("  (one offset for every layer)" if d.broadcast else ""))
+    for key in ("method", "rank", "lmbda", "anchors", "template", "generator", "generator_sha256",
+                "alpha_range", "created", "source"):
+        if key in m:
+            print(f"  {key:17s}{m[key]}")
+    print(f"{'layer':>5}  {'energy':>10}  {'share':>6}")
+    peak = float(energy.max()) or 1.0
+    for i, (e, s) in enumerate(zip(energy.tolist(), share.tolist())):
+        print(f"{i:>5}  {e:>10.4f}  {100 * s:>5.1f}%  {'#' * int(round(30 * e / peak))}")
+    if args.png:
+        path = plot_energy(energy.tolist(), d.name, Path(args.png))
+        print(f"plot: {path}")
+    return 0
+
+
+def plot_energy(energy, name: str, path: Path) -> Path:
+    """Bar plot of per-layer L2 energy → PNG (matplotlib, Agg backend)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(energy) + 1.5), 3.0), dpi=100)
+    try:
+        ax.bar(range(len(energy)), energy, color="#4a7bb7")
+        ax.set_xlabel("W+ layer")
+        ax.set_ylabel("‖ΔV‖₂ per layer")
+        ax.set_title(f"{name}: per-layer energy")
+        ax.set_xticks(range(len(energy)))
+        ax.tick_params(axis="x", labelsize=7)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def cmd_list(args) -> int:
+    from directions.files import DirectionError, default_dir, list_directions, load  # noqa: PLC0415
+
+    folder = Path(args.dir) if args.dir else default_dir()
+    paths = list_directions(folder)
+    if not paths:
+        print(f"no directions in {folder}; make one with `python -m directions build --name NAME --text ...`")
+        return 0
+    print(f"{folder}:")
+    print(f"{'name':<16} {'layers':>6} {'w_dim':>5} {'|delta|':>9}  {'method':<9} {'alpha':<13} file")
+    for p in paths:
+        try:
+            d = load(p)
+        except (DirectionError, OSError) as err:
+            print(f"{p.stem:<16} unreadable: {err}")
+            continue
+        rng = d.alpha_range
+        rng_s = f"{rng[0]:g}..{rng[1]:g}" if rng else "-"
+        print(f"{d.name:<16} {d.num_ws:>6} {d.w_dim:>5} {float(d.delta.norm()):>9.4f}  "
+              f"{str(d.meta.get('method', '-')):<9} {rng_s:<13} {p.name}")
+    return 0
+
+
+def cmd_apply(args) -> int:
+    import torch  # noqa: PLC0415
+
+    import engine  # noqa: PLC0415 (entry point composes layers)
+
+    if args.frames < 1 or args.batch < 1 or args.fps <= 0:
+        raise UserError("--frames, --batch and --fps must be positive")
+    direction = _resolve_direction(args.direction, args.dir)  # fail before loading any model
+    latent = _read_latent(args.latent)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    G = engine.load_generator(args.generator, device=device)
+    delta = direction.delta_for(G.num_ws, G.w_dim, getattr(G, "source_sha256", None))
+    ws = latent_to_ws(latent, G.num_ws, G.w_dim)
+    out = Path(args.out)
+    frames = render_clip(G, ws, delta, args.alpha, args.frames, batch=args.batch, progress=not args.quiet)
+    n, codec = encode_video(frames, out, args.fps, codec=args.codec)
+    print(f"{out}  ({n} frames, {G.resolution}x{G.resolution}, {args.fps:g} fps, {codec}; "
+          f"{direction.name} alpha {args.alpha:g}, t 0..1)")
+    return 0
+
+
+def cmd_build(args) -> int:
+    build = _build_module()
+    return build.run(args)
+
+
+def _build_module():
+    try:
+        import directions.build as build  # noqa: PLC0415
+    except ImportError as err:
+        raise UserError(f"`build` is unavailable: directions.build cannot be imported ({err}); "
+                        f"check the install (requirements.txt)") from None
+    return build
+
+
+# ------------------------------------------------------------------------------------------------ parser
+
+
+def make_parser(argv=None) -> argparse.ArgumentParser:
+    """The CLI parser. `build`'s options come from directions.build, imported only when `build` is asked for."""
+    parser = argparse.ArgumentParser(prog="python -m directions", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="anchors (text or video) → RPCA → direction file",
+                       description="anchors (text or video) → RPCA → direction file (directions/build.py)")
+    if argv is not None and "build" in argv[:2]:
+        _build_module().add_arguments(p)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("show", help="per-layer energy of a direction (table, optional PNG)")
+    p.add_argument("file", help="direction file or name (looked up in --dir)")
+    p.add_argument("--png", metavar="OUT", help="also write a bar plot PNG")
+    p.add_argument("--dir", help="folder to look names up in (default $MICROMOTION_HOME/directions)")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("list", help="directions in a folder")
+    p.add_argument("--dir", help="folder (default $MICROMOTION_HOME/directions)")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("apply", help="render the micromotion video G(V + α·t·ΔV), t in [0, 1]")
+    p.add_argument("--latent", required=True, help="W+ code .npy/.npz: [num_ws, w_dim], [1, num_ws, w_dim] or [w_dim]")
+    p.add_argument("--direction", required=True, help="direction file or name (looked up in --dir)")
+    p.add_argument("--alpha", type=float, default=5.0, help="strength α (official default scale 5)")
+    p.add_argument("--frames", type=int, default=100, help="number of frames (t = 0 … 1)")
+    p.add_argument("--out", required=True, help="output video, e.g. clip.mp4")
+    p.add_argument("--generator", default="stylegan2-ffhq", help="generator weights name or path")
+    p.add_argument("--fps", type=float, default=25.0, help="frames per second")
+    p.add_argument("--batch", type=int, default=8, help="frames rendered per generator call")
+    p.add_argument("--codec", choices=CODECS, default=None, help="video encoder (default: first available)")
+    p.add_argument("--device", default=None, help="cpu | cuda[:N] (default: cuda when available)")
+    p.add_argument("--dir", help="folder to look direction names up in (default $MICROMOTION_HOME/directions)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_apply)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = make_parser(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, FileNotFoundError, FileExistsError) as err:
+        # DirectionError, engine's CheckpointError (ValueError) and MissingWeightsError (FileNotFoundError)
+        # carry one-line messages naming the cause and the fix.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
