@@ -1,0 +1,203 @@
+"""The Gradio app's functions on real media: a clip made from a face photo with a sine audio track, a photo.
+
+The effect is the full `stream.effect.Effect` with tiny random networks (MediaPipe landmarks are real).
+One test also drives the launched app through gradio_client on 127.0.0.1 (in a loopback-only namespace).
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from web_netns import rerun_in_netns
+
+FPS = 24
+N_FRAMES = 36
+SAMPLE_RATE = 44100
+
+
+def make_face_clip(face_path: Path, out: Path, n: int = N_FRAMES, fps: int = FPS) -> Path:
+    """An H.264 mp4 of the face (320×240, slight motion) with a 440 Hz AAC sine track of the same length."""
+    import av
+    import cv2
+
+    from web.loadtest import moving_face_frames
+
+    frames = moving_face_frames(cv2.imread(str(face_path)), size=(320, 240), n=n)
+    with av.open(str(out), "w") as container:
+        vs = container.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 320, 240, "yuv420p"
+        aus = container.add_stream("aac", rate=SAMPLE_RATE)
+        aus.layout = "mono"
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="bgr24")
+            vf.pts, vf.time_base = i, Fraction(1, fps)
+            for p in vs.encode(vf):
+                container.mux(p)
+        for p in vs.encode():
+            container.mux(p)
+        total = int(SAMPLE_RATE * n / fps)
+        t = np.arange(total) / SAMPLE_RATE
+        wave = (0.3 * np.sin(2 * math.pi * 440 * t)).astype(np.float32)
+        for start in range(0, total, 1024):
+            chunk = wave[start:start + 1024]
+            af = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+            af.sample_rate, af.pts, af.time_base = SAMPLE_RATE, start, Fraction(1, SAMPLE_RATE)
+            for p in aus.encode(af):
+                container.mux(p)
+        for p in aus.encode():
+            container.mux(p)
+    return out
+
+
+def probe(path: Path) -> dict:
+    """Decode the whole file: video frame count and rate, audio stream and its decoded duration."""
+    import av
+
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        rate = float(vs.average_rate)
+        n = sum(1 for _ in c.decode(vs))
+    with av.open(str(path)) as c:
+        audio = c.streams.audio[0] if c.streams.audio else None
+        samples = sum(f.samples for f in c.decode(audio)) if audio is not None else 0
+        sr = audio.codec_context.sample_rate if audio is not None else None
+    return {"frames": n, "fps": rate, "audio": audio is not None, "audio_s": samples / sr if sr else 0.0}
+
+
+@pytest.fixture(scope="module")
+def tiny_effect():
+    from stream.effect import Effect, EffectConfig
+    from tiny_weights import build_tiny_nets
+
+    _, E, deltas = build_tiny_nets()
+    return Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas)
+
+
+@pytest.fixture(scope="module")
+def face_clip(tmp_path_factory, faces_dir) -> Path:
+    return make_face_clip(faces_dir / "01.jpg", tmp_path_factory.mktemp("clip") / "face.mp4")
+
+
+def test_edit_clip_keeps_frames_rate_and_audio(tiny_effect, face_clip, tmp_path):
+    from web.gradio_app import edit_clip, make_controls
+
+    src = probe(face_clip)
+    assert src == {**src, "frames": N_FRAMES, "audio": True} and abs(src["fps"] - FPS) < 1e-6
+    seen = []
+    out = edit_clip(tiny_effect, face_clip, tmp_path / "edited.mp4",
+                    make_controls(tiny_effect, "smile", 3.0, animate=True, period_s=1.0),
+                    progress=lambda frac, text: seen.append(frac))
+    assert out["frames"] == N_FRAMES and out["audio"]
+    got = probe(out["path"])
+    assert got["frames"] == N_FRAMES
+    assert abs(got["fps"] - FPS) < 1e-6
+    assert got["audio"] and abs(got["audio_s"] - src["audio_s"]) < 0.1, (got, src)
+    assert seen and seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
+    # the faces were edited (not a copy of the input): compare decoded frames over the face
+    import av
+    with av.open(str(face_clip)) as a, av.open(str(out["path"])) as b:
+        fa = [f.to_ndarray(format="bgr24") for f in a.decode(video=0)]
+        fb = [f.to_ndarray(format="bgr24") for f in b.decode(video=0)]
+    face = (slice(60, 180), slice(80, 240))
+    diffs = [np.abs(x[face].astype(np.float32) - y[face]).mean() for x, y in zip(fa, fb)]
+    assert max(diffs) > 5, diffs
+
+
+def test_photo_micromotion_frames_follow_t(tiny_effect, faces_dir, tmp_path):
+    from web.gradio_app import render_image
+
+    photo = tmp_path / "face.png"
+    import cv2
+    cv2.imwrite(str(photo), cv2.resize(cv2.imread(str(faces_dir / "01.jpg")), (320, 240)))
+    out = render_image(tiny_effect, photo, "smile", 4.0, n_frames=6, fps=12, out_dir=tmp_path)
+    frames = out["frames"]
+    assert len(frames) == 6 and all(f.shape == (240, 320, 3) and f.dtype == np.uint8 for f in frames)
+    face = (slice(60, 180), slice(80, 240))
+    d = [np.abs(f[face].astype(np.float32) - frames[0][face]).mean() for f in frames]
+    assert d[-1] > 5 and d[-1] > d[2] > d[0] == 0, d        # V0 + α·t·ΔV: further from V0 as t grows
+    assert probe(out["video"])["frames"] == 2 * 6 - 2        # forth and back
+    from PIL import Image
+    with Image.open(out["gif"]) as gif:
+        assert gif.n_frames == 2 * 6 - 2
+
+
+def test_uploads_refused_with_a_message(tmp_path, faces_dir, face_clip):
+    from web.gradio_app import Limits, UploadRefused, check_image_upload, check_video_upload
+
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    with pytest.raises(UploadRefused, match="not a readable video"):
+        check_video_upload(text)
+    jpeg_as_mp4 = tmp_path / "photo.mp4"
+    jpeg_as_mp4.write_bytes((faces_dir / "01.jpg").read_bytes())
+    with pytest.raises(UploadRefused, match="no video stream"):
+        check_video_upload(jpeg_as_mp4)
+    with pytest.raises(UploadRefused, match="not a video type"):
+        check_video_upload(faces_dir / "01.jpg")
+    with pytest.raises(UploadRefused, match="over the 0.01 MB limit"):
+        check_video_upload(face_clip, Limits(max_video_mb=0.01))
+    with pytest.raises(UploadRefused, match="over the 1 s limit"):
+        check_video_upload(face_clip, Limits(max_clip_s=1.0))
+    assert check_video_upload(face_clip)["frames"] == N_FRAMES
+    with pytest.raises(UploadRefused, match="not a photo type"):
+        check_image_upload(face_clip)
+    fake_png = tmp_path / "x.png"
+    fake_png.write_bytes(b"\x89PNG not really")
+    with pytest.raises(UploadRefused, match="could not be read"):
+        check_image_upload(fake_png)
+    with pytest.raises(UploadRefused, match="over the 0.001 MB limit"):
+        check_image_upload(faces_dir / "01.jpg", Limits(max_image_mb=0.001))
+    with pytest.raises(UploadRefused, match="no photo"):
+        check_image_upload(None)
+
+
+def test_webcam_session_edits_rgb_frames(tiny_effect, faces_dir):
+    import cv2
+
+    from web.gradio_app import WebcamSession
+
+    rgb = cv2.resize(cv2.imread(str(faces_dir / "01.jpg")), (320, 240))[..., ::-1].copy()
+    session = WebcamSession(tiny_effect)
+    try:
+        outs = [session.step(rgb, "smile", 4.0, animate=False) for _ in range(3)]
+        assert all(o.shape == rgb.shape and o.dtype == np.uint8 for o in outs)
+        assert np.abs(outs[-1].astype(np.float32) - rgb).mean() > 1
+        assert session.step(None, "smile", 1.0, False) is None
+        with pytest.raises(ValueError, match="unknown direction"):
+            session.step(rgb, "frown", 1.0, False)
+    finally:
+        session.close()
+
+
+def test_gradio_api_clip_and_refusal_over_loopback(request, tiny_effect, face_clip, tmp_path):
+    """Launch the app on 127.0.0.1 and call its /clip endpoint with gradio_client (loopback namespace)."""
+    if rerun_in_netns(request, timeout=300):
+        return
+    import os
+
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from gradio_client import Client, handle_file
+
+    from web.gradio_app import build_app
+    from web.loadtest import free_port
+
+    port = free_port()
+    app = build_app(tiny_effect, None)
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        video, summary = client.predict(handle_file(str(face_clip)), "smile", 3.0, True, 2.0, api_name="/clip")
+        path = video["video"] if isinstance(video, dict) else video
+        got = probe(Path(path))
+        assert got["frames"] == N_FRAMES and abs(got["fps"] - FPS) < 1e-6 and got["audio"]
+        assert f"{N_FRAMES} frames" in summary and "audio kept" in summary
+        text = tmp_path / "notes.mp4"
+        text.write_text("not a video")
+        with pytest.raises(Exception, match="not a readable video"):
+            client.predict(handle_file(str(text)), "smile", 3.0, True, 2.0, api_name="/clip")
+    finally:
+        app.close()

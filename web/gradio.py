@@ -1,0 +1,58 @@
+"""`python -m web.gradio`: the Gradio app (photo, clip, webcam tabs) on http://127.0.0.1:7860.
+
+Weights missing → it still starts, in face-tracking-only mode, and shows the command that fetches them.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from web.__main__ import add_effect_arguments
+
+    p = argparse.ArgumentParser(prog="python -m web.gradio", description="micromotion Gradio app")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
+    p.add_argument("--cert", help="TLS certificate (PEM) for HTTPS (webcam in remote browsers)")
+    p.add_argument("--key", help="TLS private key (PEM) matching --cert")
+    p.add_argument("--max-image-mb", type=float, default=20.0, help="photo upload limit (default 20 MB)")
+    p.add_argument("--max-video-mb", type=float, default=200.0, help="clip upload limit (default 200 MB)")
+    p.add_argument("--max-clip-s", type=float, default=300.0, help="clip duration limit (default 300 s)")
+    add_effect_arguments(p)
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if bool(args.cert) != bool(args.key):
+        print("error: --cert and --key go together; give both (PEM files) or neither", file=sys.stderr)
+        return 2
+    if args.demo:
+        print("error: --demo is for `python -m web` only; use --tracking-only here", file=sys.stderr)
+        return 2
+
+    from web.gradio_app import Limits, build_app, load_effect
+    from web.server import effect_config_from_args
+
+    try:
+        effect, notice = load_effect(effect_config_from_args(args), tracking_only=args.tracking_only)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if notice:
+        logging.getLogger("web.gradio").warning("%s", notice)
+    limits = Limits(max_image_mb=args.max_image_mb, max_video_mb=args.max_video_mb, max_clip_s=args.max_clip_s)
+    app = build_app(effect, notice, limits)
+    app.queue(default_concurrency_limit=2).launch(
+        server_name=args.host, server_port=args.port, max_file_size=f"{int(args.max_video_mb)}mb",
+        ssl_certfile=args.cert, ssl_keyfile=args.key, ssl_verify=not args.cert,  # a self-signed --cert must not fail gradio's self-requests
+        share=False, show_error=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The Gradio app: photo → micromotion clip, clip → edited clip with its audio, webcam → live edit.
+
+The work lives in plain functions (testable without a browser): `check_upload`, `micromotion_frames`,
+`render_image`, `edit_clip`, `WebcamSession`; `build_app` only wires them to Gradio components.
+All frames here are uint8 [H, W, 3] BGR except at the Gradio boundary (RGB).
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger("web.gradio")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".y4m"}
+IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif", "apng"}
+
+
+class UploadRefused(ValueError):
+    """An upload that is not what the tab takes (type or size); the message says what to give instead."""
+
+
+@dataclass
+class Limits:
+    """What uploads may be."""
+
+    max_image_mb: float = 20.0       # photo upload limit
+    max_video_mb: float = 200.0      # clip upload limit
+    max_clip_s: float = 300.0        # clip duration limit (seconds)
+    max_side: int = 4096             # largest photo side accepted (pixels)
+
+
+def _size_mb(path: Path) -> float:
+    return path.stat().st_size / 2**20
+
+
+def check_image_upload(path, limits: Limits = Limits()) -> np.ndarray:
+    """Read an uploaded photo as uint8 [H, W, 3] BGR; `UploadRefused` for a non-image or an oversized one."""
+    import cv2
+
+    if path is None:
+        raise UploadRefused("no photo given; upload a face photo (jpg or png)")
+    path = Path(path)
+    if _size_mb(path) > limits.max_image_mb:
+        raise UploadRefused(f"the photo is {_size_mb(path):.1f} MB, over the {limits.max_image_mb:g} MB limit; "
+                            "upload a smaller image")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UploadRefused(f"'{path.name}' is not a photo type this app takes; upload "
+                            f"{', '.join(sorted(IMAGE_SUFFIXES))}")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UploadRefused(f"'{path.name}' could not be read as an image; upload a jpg or png photo")
+    if max(image.shape[:2]) > limits.max_side:
+        raise UploadRefused(f"the photo is {image.shape[1]}×{image.shape[0]}; the largest side allowed is "
+                            f"{limits.max_side} px")
+    return image
+
+
+def check_video_upload(path, limits: Limits = Limits()) -> dict:
+    """Probe an uploaded clip; returns {"path", "fps", "frames", "duration_s", "width", "height", "audio"}.
+
+    `UploadRefused` for a non-video (including a still image), an oversized or an over-long clip.
+    """
+    import av
+
+    if path is None:
+        raise UploadRefused("no clip given; upload a video (mp4, mov, webm, mkv)")
+    path = Path(path)
+    if _size_mb(path) > limits.max_video_mb:
+        raise UploadRefused(f"the clip is {_size_mb(path):.1f} MB, over the {limits.max_video_mb:g} MB limit; "
+                            "upload a shorter or smaller clip")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UploadRefused(f"'{path.name}' is not a video type this app takes; upload "
+                            f"{', '.join(sorted(VIDEO_SUFFIXES))}")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise UploadRefused(f"'{path.name}' is not a readable video ({exc}); upload an mp4, mov, webm or mkv")
+    try:
+        if container.format.name in IMAGE_FORMATS or not container.streams.video:
+            raise UploadRefused(f"'{path.name}' holds no video stream; upload a video clip")
+        vs = container.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+        fps = float(rate) if rate else 30.0
+        duration = None
+        if vs.duration is not None and vs.time_base is not None:
+            duration = float(vs.duration * vs.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1e6
+        if duration is not None and duration > limits.max_clip_s:
+            raise UploadRefused(f"the clip lasts {duration:.0f} s, over the {limits.max_clip_s:g} s limit; "
+                                "trim it first")
+        return {"path": path, "fps": fps, "frames": int(vs.frames) or None, "duration_s": duration,
+                "width": vs.codec_context.width, "height": vs.codec_context.height,
+                "audio": bool(container.streams.audio)}
+    finally:
+        container.close()
+
+
+# ------------------------------------------------------------------------------------------- effect
+
+
+def load_effect(config=None, tracking_only: bool = False):
+    """`(effect, notice)`: the full effect, or tracking only (notice = the weights command) without weights."""
+    from stream.effect import Effect, WeightsMissing
+
+    if tracking_only:
+        return Effect.tracking_only(config), "face tracking only (--tracking-only): no edit is applied"
+    try:
+        return Effect(config), None
+    except WeightsMissing as exc:
+        effect = Effect.tracking_only(config, reason=str(exc))
+        return effect, f"No weights installed: face tracking only. Fetch them with `{exc.command}` and restart."
+
+
+def make_controls(effect, direction: str | None, alpha: float, **kw):
+    """Controls for one direction at strength α (no direction → no edit)."""
+    from stream.effect import Controls
+
+    directions = {direction: float(alpha)} if direction else {}
+    return Controls.from_dict({"directions": directions, **kw}, effect.available_directions)
+
+
+def micromotion_frames(effect, image_bgr: np.ndarray, direction: str | None, alpha: float,
+                       n_frames: int = 16, warmup: int = 5) -> list[np.ndarray]:
+    """The paper's micromotion of one photo: frame i is V0 + α·t_i·ΔV with t_i = i / (n_frames − 1).
+
+    One stream state throughout: `warmup` frames at t = 0 first let a ReStyle encoder converge on the
+    still photo (its temporal mode refines the inversion frame after frame), then t sweeps 0 → 1.
+    Returns `n_frames` uint8 [H, W, 3] BGR frames.
+    """
+    if n_frames < 2:
+        raise ValueError(f"n_frames must be at least 2, got {n_frames}")
+    state = effect.new_state()
+    try:
+        rest = make_controls(effect, direction, alpha, t=0.0)
+        for _ in range(warmup):
+            effect.process(image_bgr, rest, state)
+        frames = []
+        for i in range(n_frames):
+            controls = make_controls(effect, direction, alpha, t=i / (n_frames - 1))
+            frames.append(np.array(effect.process(image_bgr, controls, state), copy=True))
+        return frames
+    finally:
+        state.close()
+
+
+def write_gif(frames_bgr: list[np.ndarray], path, fps: float) -> Path:
+    """An endlessly looping GIF of the frames (forth and back)."""
+    from PIL import Image
+
+    loop = frames_bgr + frames_bgr[-2:0:-1]
+    images = [Image.fromarray(np.ascontiguousarray(f[..., ::-1])) for f in loop]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return Path(path)
+
+
+def write_mp4(frames_bgr: list[np.ndarray], path, fps: float, audio_from=None) -> Path:
+    from stream.sinks import FileSink
+
+    with FileSink(path, fps=fps, audio_from=audio_from) as sink:
+        for f in frames_bgr:
+            sink.write(f)
+    return Path(path)
+
+
+def render_image(effect, image_path, direction: str | None, alpha: float, n_frames: int = 16,
+                 fps: float = 12.0, out_dir=None, limits: Limits = Limits()) -> dict:
+    """Photo upload → {"video": mp4 path, "gif": gif path, "frames": [BGR frames]} (forth and back)."""
+    image = check_image_upload(image_path, limits)
+    frames = micromotion_frames(effect, image, direction, alpha, n_frames)
+    out = Path(out_dir or tempfile.mkdtemp(prefix="micromotion-"))
+    stem = f"micromotion-{uuid.uuid4().hex[:6]}"
+    video = write_mp4(frames + frames[-2:0:-1], out / f"{stem}.mp4", fps)
+    gif = write_gif(frames, out / f"{stem}.gif", fps)
+    return {"video": video, "gif": gif, "frames": frames}
+
+
+def edit_clip(effect, in_path, out_path, controls, progress: Callable[[float, str], Any] | None = None,
+              limits: Limits = Limits()) -> dict:
+    """Clip upload → edited clip at the same frame rate and size, with the input's audio.
+
+    The animation clock follows the clip's own timestamps (not the processing time). `progress(fraction,
+    text)` is called as frames are done. Returns {"path", "frames", "fps", "audio", "seconds"}.
+    """
+    from stream.sinks import FileSink
+    from stream.sources import VideoFileSource
+
+    info = check_video_upload(in_path, limits)
+    now = {"t": 0.0}
+    state = effect.new_state(clock=lambda: now["t"])
+    t0 = time.monotonic()
+    n = 0
+    total = info["frames"] or (int(info["duration_s"] * info["fps"]) if info["duration_s"] else None)
+    try:
+        with VideoFileSource(in_path) as source, \
+                FileSink(out_path, fps=source.rate or info["fps"],
+                         audio_from=in_path if info["audio"] else None) as sink:
+            for frame, t in source:
+                now["t"] = t
+                sink.write(effect.process(frame, controls, state))
+                n += 1
+                if progress is not None and (n % 5 == 0 or n == total):
+                    progress(min(n / total, 1.0) if total else 0.0, f"frame {n}" + (f" of {total}" if total else ""))
+    finally:
+        state.close()
+    return {"path": Path(out_path), "frames": n, "fps": info["fps"], "audio": info["audio"],
+            "seconds": round(time.monotonic() - t0, 2)}
+
+
+class WebcamSession:
+    """Per-browser-session live edit for the webcam tab: its own stream state, freed on `close`."""
+
+    def __init__(self, effect):
+        self.effect = effect
+        self.state = effect.new_state()
+        self.frames = 0
+
+    def step(self, frame_rgb: np.ndarray | None, direction: str | None, alpha: float, animate: bool,
+             period_s: float = 2.0) -> np.ndarray | None:
+        """One webcam frame (RGB, as Gradio gives it) → the edited frame (RGB)."""
+        if frame_rgb is None:
+            return None
+        controls = make_controls(self.effect, direction, alpha, animate=bool(animate), period_s=float(period_s))
+        bgr = np.ascontiguousarray(frame_rgb[..., ::-1])
+        out = self.effect.process(bgr, controls, self.state)
+        self.frames += 1
+        return np.ascontiguousarray(out[..., ::-1])
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.close()
+            self.state = None
+
+
+# ------------------------------------------------------------------------------------------- the app
+
+
+def build_app(effect, notice: str | None = None, limits: Limits = Limits()):
+    """The Gradio Blocks app around `effect` (three tabs: Photo, Clip, Webcam)."""
+    import gradio as gr
+
+    names = list(effect.available_directions)
+    default = names[0] if names else None
+
+    def refuse(exc: Exception):
+        raise gr.Error(str(exc), print_exception=False)
+
+    def on_image(path, direction, alpha, n_frames, progress=gr.Progress()):
+        progress(0.0, desc="rendering")
+        try:
+            out = render_image(effect, path, direction or None, alpha, int(n_frames), limits=limits)
+        except (UploadRefused, ValueError) as exc:
+            refuse(exc)
+        gallery = [np.ascontiguousarray(f[..., ::-1]) for f in out["frames"]]
+        return str(out["video"]), str(out["gif"]), gallery
+
+    def on_clip(path, direction, alpha, animate, period_s, progress=gr.Progress()):
+        try:
+            controls = make_controls(effect, direction or None, alpha, animate=bool(animate),
+                                     period_s=float(period_s))
+            out_path = Path(tempfile.mkdtemp(prefix="micromotion-")) / "edited.mp4"
+            result = edit_clip(effect, path, out_path, controls,
+                               progress=lambda f, text: progress(f, desc=text), limits=limits)
+        except (UploadRefused, ValueError, FileNotFoundError) as exc:
+            refuse(exc)
+        summary = (f"{result['frames']} frames at {result['fps']:.2f} fps, "
+                   f"audio {'kept' if result['audio'] else 'none in the input'}, {result['seconds']} s")
+        return str(result["path"]), summary
+
+    def on_webcam(frame, direction, alpha, animate, period_s, session):
+        if session is None:
+            session = WebcamSession(effect)
+        try:
+            return session.step(frame, direction or None, alpha, animate, period_s), session
+        except ValueError as exc:
+            refuse(exc)
+
+    def close_session(session):
+        if session is not None:
+            session.close()
+
+    with gr.Blocks(title="micromotion") as app:
+        gr.Markdown("# micromotion\nStyleGAN micromotions of a face: smile, eyes closing, head turn, anger, aging.")
+        if notice:
+            gr.Markdown(f"**{notice}**")
+
+        def direction_picker():
+            return gr.Dropdown(choices=names, value=default, label="direction",
+                               info=None if names else "no direction files installed")
+
+        with gr.Tab("Photo"):
+            with gr.Row():
+                with gr.Column():
+                    photo = gr.Image(type="filepath", label="face photo", sources=["upload"])
+                    p_dir = direction_picker()
+                    p_alpha = gr.Slider(-10, 10, value=3.0, step=0.1, label="α (strength)")
+                    p_n = gr.Slider(4, 48, value=16, step=1, label="frames")
+                    p_go = gr.Button("Render micromotion", variant="primary")
+                with gr.Column():
+                    p_video = gr.Video(label="micromotion (mp4)")
+                    p_gif = gr.Image(label="micromotion (gif)", type="filepath")
+                    p_frames = gr.Gallery(label="frames: V0 + α·t·ΔV, t = 0 → 1", columns=8)
+            p_go.click(on_image, [photo, p_dir, p_alpha, p_n], [p_video, p_gif, p_frames], api_name="photo")
+
+        with gr.Tab("Clip"):
+            with gr.Row():
+                with gr.Column():
+                    clip = gr.Video(label="clip (its audio is kept)", sources=["upload"])
+                    c_dir = direction_picker()
+                    c_alpha = gr.Slider(-10, 10, value=3.0, step=0.1, label="α (strength)")
+                    c_anim = gr.Checkbox(value=True, label="animate (t sweeps 0 → 1 → 0)")
+                    c_period = gr.Slider(0.5, 6.0, value=2.0, step=0.1, label="period (s)")
+                    c_go = gr.Button("Edit clip", variant="primary")
+                with gr.Column():
+                    c_out = gr.Video(label="edited clip")
+                    c_info = gr.Markdown()
+            c_go.click(on_clip, [clip, c_dir, c_alpha, c_anim, c_period], [c_out, c_info], api_name="clip")
+
+        with gr.Tab("Webcam"):
+            session = gr.State(None, time_to_live=3600, delete_callback=close_session)
+            with gr.Row():
+                cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="camera")
+                w_out = gr.Image(label="edited", streaming=True)
+            with gr.Row():
+                w_dir = direction_picker()
+                w_alpha = gr.Slider(-10, 10, value=3.0, step=0.1, label="α (strength)")
+                w_anim = gr.Checkbox(value=True, label="animate")
+                w_period = gr.Slider(0.5, 6.0, value=2.0, step=0.1, label="period (s)")
+            cam.stream(on_webcam, [cam, w_dir, w_alpha, w_anim, w_period, session], [w_out, session],
+                       stream_every=0.1, concurrency_limit=4, api_name="webcam")
+    return app
