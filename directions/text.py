@@ -104,13 +104,15 @@ def random_start(G, seed: int, truncation: float = 0.7) -> torch.Tensor:
 def _optimise(G, clip, identity, w0, img0, text_feats, steps, lr, l2_lambda, id_lambda, tick):
     """Adam on W+ for a batch of prompts. Returns (w [B, num_ws, w_dim], losses/clip/id [steps, B])."""
     B = text_feats.shape[0]
+    g_dtype = next(G.parameters()).dtype
+    w0 = w0.float()  # optimise in float32 whatever G's dtype (fp16 Adam state would underflow)
     w = w0.repeat(B, 1, 1).clone().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr)
     use_id = identity is not None and getattr(identity, "available", True) and id_lambda > 0
     totals, clips, ids = [], [], []
     for i in range(steps):
         opt.param_groups[0]["lr"] = get_lr(i / steps, lr)
-        img = G(w)
+        img = G(w.to(g_dtype))
         c_loss = 1 - (clip.encode_image(img).to(text_feats.device) * text_feats).sum(dim=-1)
         l2 = ((w - w0) ** 2).flatten(1).sum(dim=1).float()
         i_loss = identity(img, img0).float().to(c_loss.device) if use_id else torch.zeros_like(c_loss)
@@ -123,7 +125,7 @@ def _optimise(G, clip, identity, w0, img0, text_feats, steps, lr, l2_lambda, id_
         ids.append(i_loss.detach().cpu())
         if tick is not None:
             tick(1)
-    return w.detach(), torch.stack(totals), torch.stack(clips), torch.stack(ids)
+    return w.detach().float(), torch.stack(totals), torch.stack(clips), torch.stack(ids)
 
 
 def anchor_text(
@@ -145,7 +147,7 @@ def anchor_text(
     prompts = format_prompts(template, degrees)
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    w0 = random_start(G, seed, truncation)
+    w0 = random_start(G, seed, truncation)  # G's device and dtype
     with torch.no_grad():
         img0 = G(w0)
     text_feats = clip.encode_text(prompts).to(device=img0.device)
