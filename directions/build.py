@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--identities", type=int, default=1, help="random faces to anchor (deltas are averaged)")
     g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name or a model config JSON")
     g.add_argument("--clip-pretrained", default="openai",
-                   help="open_clip pretrained tag (must be cached), a local weights file, or 'none' (random)")
+                   help="open_clip pretrained tag (must be cached), a local weights file, or 'none' (random); "
+                        "OpenAI weights as a file need the quick-GELU model name (ViT-B-32-quickgelu)")
     g.add_argument("--clip-download", action="store_true", help="let open_clip download the tag's weights")
     g.add_argument("--arcface", metavar="PATH", default=None,
                    help="model_ir_se50.pth (default: the arcface-ir-se50 download, if present)")

@@ -300,6 +300,19 @@ def _register_config_file(path: Path) -> str:
     return path.stem
 
 
+def is_torchscript_archive(path: str | Path) -> bool:
+    """True for a TorchScript zip (e.g. OpenAI's original ViT-B-32.pt): it has a `code/` folder."""
+    import zipfile  # noqa: PLC0415
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as zf:
+            return any("/code/" in n or n.startswith("code/") for n in zf.namelist())
+    except OSError:
+        return False
+
+
 def load_clip(
     model_name: str = "ViT-B-32",       # open_clip model name (e.g. "ViT-B-32"), or a path to a model config JSON.
     pretrained: str | None = "openai",  # open_clip pretrained tag, a local weights file path, or None (random init).
@@ -340,13 +353,17 @@ def load_clip(
                 kwargs["force_preprocess_cfg"] = pp
     else:
         pretrained = None
+    if weights is not None and os.path.isfile(weights) and is_torchscript_archive(weights):
+        # torch.load refuses weights_only on TorchScript; with weights_only=False it hands the archive to
+        # torch.jit.load (TorchScript, not a Python pickle) and open_clip takes its state_dict.
+        kwargs["weights_only"] = False
 
     # Random init (pretrained None) is seeded, so builds with a random CLIP are reproducible too; the
     # caller's global RNG state is left untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         model = open_clip.create_model(model_name, pretrained=weights, device=torch.device(device),
-                                       cache_dir=cache_dir, **kwargs)
+                                       cache_dir=cache_dir, pretrained_text=False, **kwargs)
     model.eval().requires_grad_(False)
     pp_cfg = getattr(model.visual, "preprocess_cfg", None) or {}
     size = model.visual.image_size

@@ -166,3 +166,14 @@ def test_add_arguments_on_a_subparser():
     assert args.degrees[0] == "no" and args.degrees[-1] == "100%" and args.clip_pretrained == "openai"
     with pytest.raises(SystemExit):
         parser.parse_args(["build", "--name", "s", "--text", "{}", "--video", "c.mp4"])
+
+
+def test_python_m_directions_build_dispatches_here(models, tmp_path):
+    """`python -m directions build ...` (helper's __main__) parses our options and runs `build.run`."""
+    from directions import files
+    from directions.__main__ import main as directions_main
+
+    out = tmp_path / "cli.safetensors"
+    assert directions_main(["build", *text_argv(models, out, "--steps", "2", "--method", "none")]) == 0
+    d = files.load(out)
+    assert d.meta["method"] == "none" and "rank" not in d.meta and d.meta["steps"] == 2

@@ -271,3 +271,15 @@ def test_arcface_loader_names_bad_keys(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read ArcFace weights"):
         load_arcface(junk)
+
+
+def test_torchscript_archive_detection(tmp_path):
+    from directions.clip_loader import is_torchscript_archive
+
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(scripted))
+    plain = tmp_path / "plain.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), plain)
+    assert is_torchscript_archive(scripted)
+    assert not is_torchscript_archive(plain)
+    assert not is_torchscript_archive(tmp_path / "missing.pt")
