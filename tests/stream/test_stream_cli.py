@@ -1,0 +1,57 @@
+"""python -m stream: argument errors, no virtual camera device (exit 2 + how to get one), no weights
+(tracking only + the one download command) writing a real output file."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream.__main__ import main
+from stream.effect import DOWNLOAD_COMMAND
+
+
+@pytest.fixture()
+def no_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROMOTION_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def test_no_virtual_camera_device_exits_2_with_help(faces_dir, no_weights, capsys):
+    rc = main(["--image", str(faces_dir / "01.jpg"), "--virtual-camera", "--direction", "smile", "--alpha", "3"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "virtual camera" in err and "v4l2loopback" in err
+
+
+def test_usage_errors_exit_2(faces_dir, capsys):
+    img = str(faces_dir / "01.jpg")
+    assert main(["--image", img]) == 2
+    assert "choose an output" in capsys.readouterr().err
+    assert main(["--image", img, "--out", "x.mp4", "--direction", "a", "--direction", "b",
+                 "--alpha", "1", "--alpha", "2", "--alpha", "3"]) == 2
+    assert "--alpha" in capsys.readouterr().err
+    assert main(["--image", "/nonexistent/face.jpg", "--out", "x.mp4"]) == 2
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--camera", "0", "--image", img, "--out", "x.mp4"])  # one source only
+
+
+def test_no_weights_tracks_face_and_prints_the_command(faces_dir, no_weights, capsys):
+    import cv2
+
+    from stream.sources import VideoFileSource
+
+    face = cv2.resize(cv2.imread(str(faces_dir / "01.jpg")), (256, 256), interpolation=cv2.INTER_AREA)
+    src = no_weights / "face.png"
+    cv2.imwrite(str(src), face)
+    out = no_weights / "out.mp4"
+    rc = main(["--image", str(src), "--out", str(out), "--frames", "3", "--direction", "smile", "--alpha", "3",
+               "--device", "cpu"])
+    captured = capsys.readouterr().out
+    assert rc == 0
+    assert DOWNLOAD_COMMAND in captured and "tracking only" in captured
+    assert "processed 3" in captured and "errors 0" in captured
+    with VideoFileSource(out) as video:
+        frames = [f for f, _ in video]
+    assert len(frames) == 3 and frames[0].shape == face.shape
+    # the tracked face is drawn: the output is not the input
+    assert np.abs(frames[0].astype(int) - face.astype(int)).mean() > 1
