@@ -202,7 +202,8 @@ def _describe(ckpt: Any) -> str:
     keys = list(ckpt.keys())
     sd = ckpt.get("state_dict")
     if isinstance(sd, Mapping) and any(str(k).startswith("encoder.") for k in sd):
-        return "a pSp/e4e/ReStyle encoder checkpoint ({'state_dict' with 'encoder.*' keys, 'opts', ...})"
+        return ("a pSp/e4e/ReStyle encoder checkpoint ({'state_dict' with 'encoder.*' keys, 'opts', ...}; "
+                "load it with engine.load_encoder / --encoder)")
     if any(str(k).startswith(("body.", "input_layer.", "output_layer.")) for k in keys):
         return "an IR-SE50 / ArcFace backbone state_dict"
     if "d" in ckpt and "g_ema" not in ckpt:
