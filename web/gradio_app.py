@@ -172,10 +172,10 @@ def write_mp4(frames_bgr: list[np.ndarray], path, fps: float, audio_from=None) -
 
 
 def render_image(effect, image_path, direction: str | None, alpha: float, n_frames: int = 16,
-                 fps: float = 12.0, out_dir=None, limits: Limits = Limits()) -> dict:
+                 fps: float = 12.0, out_dir=None, limits: Limits = Limits(), warmup: int = 5) -> dict:
     """Photo upload → {"video": mp4 path, "gif": gif path, "frames": [BGR frames]} (forth and back)."""
     image = check_image_upload(image_path, limits)
-    frames = micromotion_frames(effect, image, direction, alpha, n_frames)
+    frames = micromotion_frames(effect, image, direction, alpha, n_frames, warmup)
     out = Path(out_dir or tempfile.mkdtemp(prefix="micromotion-"))
     stem = f"micromotion-{uuid.uuid4().hex[:6]}"
     video = write_mp4(frames + frames[-2:0:-1], out / f"{stem}.mp4", fps)
