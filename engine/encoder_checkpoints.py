@@ -206,20 +206,31 @@ def _latent_avg(ckpt: Mapping, cfg: dict, name: str):
 def encoder_from_checkpoint(ckpt: Any, name: str = "checkpoint"):
     """Build an `Encoder` (on CPU, eval mode) from an already read checkpoint dict."""
     import torch  # noqa: PLC0415
+    from torch import nn  # noqa: PLC0415
 
     from engine.encoders import Encoder, build_network  # noqa: PLC0415
 
     enc_sd, dec_sd = split_state_dict(ckpt, name)
     opts = read_opts(ckpt, name)
     kind, cfg = infer_encoder_config(enc_sd, opts, name)
-    gen_cfg = infer_generator_config(dec_sd)
+    try:
+        gen_cfg = infer_generator_config(dec_sd)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{name}: the 'decoder.*' entries are {exc}; use the full checkpoint as released") from None
     _check_sizes(kind, cfg, gen_cfg, opts, name)
     latent_avg = _latent_avg(ckpt, cfg, name)
 
-    # Built on the meta device (no random init of ~200M parameters), then the checkpoint tensors are adopted.
+    # Built on the meta device (no random init of ~200M parameters); the whole state_dict (encoder.* and decoder.*)
+    # is checked at once, so one error names every missing / unexpected / mis-shaped key with its full name.
+    from engine.stylegan2 import Generator  # noqa: PLC0415
+
     with torch.device("meta"):
         net = build_network(kind, fpn=opts.get("encoder_type") == "GradualStyleEncoder", **cfg)
-    check_state_dict(net, enc_sd, f"{kind} encoder {name}")
+        try:
+            shell = nn.ModuleDict({"encoder": net, "decoder": Generator(**gen_cfg)})
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{name}: unsupported decoder configuration {gen_cfg} ({exc})") from None
+    check_state_dict(shell, ckpt["state_dict"], f"{kind} encoder ({name})")
     enc_sd = {k: v.float() if v.is_floating_point() else v for k, v in enc_sd.items()}
     net.load_state_dict(enc_sd, strict=True, assign=True)
     # The decoder's own latent_avg ([w_dim]) serves truncation only; in released files every latent_avg row is the
