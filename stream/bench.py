@@ -64,8 +64,9 @@ def build_networks(config: str):
     return G, E
 
 
-def measure(mode: str, E, frame: np.ndarray, frames: int, device: str, precision: str, cuda_graphs: bool) -> dict:
-    """Run the effect in `mode` on `frames` frames (after one warm-up) and return median per-stage ms."""
+def measure(mode: str, E, frame: np.ndarray, frames: int, device: str, precision: str, cuda_graphs: bool,
+            warmup: int = 1) -> dict:
+    """Run the effect in `mode` on `frames` frames (after `warmup` untimed ones); median per-stage ms."""
     import torch  # noqa: PLC0415
 
     from stream.effect import Controls, Effect, EffectConfig  # noqa: PLC0415
@@ -81,7 +82,7 @@ def measure(mode: str, E, frame: np.ndarray, frames: int, device: str, precision
     per_stage = {s: [] for s in STAGES}
     totals = []
     try:
-        for i in range(frames + 1):
+        for i in range(frames + warmup):
             t0 = time.perf_counter()
             out = effect.process(frame, controls, state)
             total = (time.perf_counter() - t0) * 1e3
@@ -89,7 +90,7 @@ def measure(mode: str, E, frame: np.ndarray, frames: int, device: str, precision
                 raise RuntimeError(f"the effect failed: {dict(state.errors)}")
             if out is frame:
                 raise RuntimeError("no face found in the benchmark frame; pass --image with a clear face photo")
-            if i == 0:
+            if i < warmup:
                 continue  # warm-up (first-call allocations, graph capture)
             totals.append(total)
             for s in STAGES:
@@ -101,11 +102,11 @@ def measure(mode: str, E, frame: np.ndarray, frames: int, device: str, precision
     return {"mode": mode, "precision": effect.precision.name,
             "cuda_graphs": bool(cuda_graphs and effect.device.type == "cuda" and mode == "live"),
             "encoder_iters": effect.iters, "stage_ms": ms, "total_ms": round(total, 2),
-            "fps": round(1e3 / total, 3), "frames": frames}
+            "fps": round(1e3 / total, 3), "frames": frames, "warmup": warmup}
 
 
 def run(config: str = "full", image: Path = DEFAULT_IMAGE, frames: int | None = None, device: str = "auto",
-        precision: str = "auto", cuda_graphs: bool = True) -> dict:
+        precision: str = "auto", cuda_graphs: bool = True, warmup: int = 1) -> dict:
     import torch  # noqa: PLC0415
 
     from engine.runtime import resolve_device  # noqa: PLC0415
@@ -114,8 +115,8 @@ def run(config: str = "full", image: Path = DEFAULT_IMAGE, frames: int | None = 
     frames = frames or (30 if dev.type == "cuda" else 2)
     frame = face_frame(Path(image))
     G, E = build_networks(config)
-    paper = measure("paper", E, frame, frames, str(dev), "fp32", False)
-    live = measure("live", E, frame, frames, str(dev), precision, cuda_graphs)
+    paper = measure("paper", E, frame, frames, str(dev), "fp32", False, warmup)
+    live = measure("live", E, frame, frames, str(dev), precision, cuda_graphs, warmup)
     return {
         "benchmark": "stream.bench",
         "config": config,
@@ -153,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="full: StyleGAN2 1024 + IR-SE50 ReStyle-pSp; small: G 256 + a narrow encoder")
     p.add_argument("--image", default=str(DEFAULT_IMAGE), help="face photo placed in a 640x480 frame")
     p.add_argument("--frames", type=int, default=None, help="timed frames per mode (default 30 CUDA, 2 CPU)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed frames per mode first (default 1)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                    help="live mode precision (paper mode is always fp32)")
@@ -165,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = run(args.config, Path(args.image), args.frames, args.device, args.precision,
-                     not args.no_cuda_graphs)
+                     not args.no_cuda_graphs, max(0, args.warmup))
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
