@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="open_clip pretrained tag (must be cached), a local weights file, or 'none' (random); "
                         "OpenAI weights as a file need the quick-GELU model name (ViT-B-32-quickgelu)")
     g.add_argument("--clip-download", action="store_true", help="let open_clip download the tag's weights")
+    g.add_argument("--clip-no-normalize", action="store_true",
+                   help="feed CLIP the raw [-1, 1] image like StyleCLIP does (default: CLIP mean/std)")
     g.add_argument("--arcface", metavar="PATH", default=None,
                    help="model_ir_se50.pth (default: the arcface-ir-se50 download, if present)")
     g.add_argument("--no-batch", action="store_true", help="optimise the prompts one at a time (less memory)")
@@ -147,7 +149,8 @@ def _text_anchors(args, G, device, bar):
     from directions.clip_loader import load_clip  # noqa: PLC0415
     from directions.text import anchor_text  # noqa: PLC0415
 
-    clip = load_clip(args.clip_model, args.clip_pretrained, device=device, download=args.clip_download)
+    clip = load_clip(args.clip_model, args.clip_pretrained, device=device, download=args.clip_download,
+                     normalize=not args.clip_no_normalize)
     identity = _arcface(args.arcface) if args.id_lambda > 0 else None
     if identity is not None:
         identity.to(device)
@@ -163,6 +166,7 @@ def _text_anchors(args, G, device, bar):
         seeds=[r.seed for r in runs], steps=args.steps, lr=args.lr, l2_lambda=args.l2_lambda,
         id_lambda=args.id_lambda if runs[0].identity_used else 0.0, identity_used=runs[0].identity_used,
         truncation=args.truncation, clip_model=clip.model_name, clip_pretrained=clip.pretrained,
+        clip_normalize=not args.clip_no_normalize,
         final_clip_loss=[float(r.clip_losses[-1].mean()) for r in runs],
         source="text",
     )

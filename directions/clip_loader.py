@@ -231,7 +231,8 @@ class ClipPreprocess(torch.nn.Module):
     """Differentiable CLIP input transform for images [N, 3, H, W] in [-1, 1] (RGB).
 
     Area-resamples to `size` (exact box weights, see `box_resample_matrix`), maps to [0, 1] and normalises
-    with CLIP's mean/std. Output [N, 3, size, size], same dtype/device as the input.
+    with CLIP's mean/std. Output [N, 3, size, size], same dtype/device as the input. `normalize=False`
+    skips the last two steps and feeds [-1, 1] as StyleCLIP's CLIP loss does (to reproduce its anchors).
     """
 
     def __init__(
@@ -239,9 +240,11 @@ class ClipPreprocess(torch.nn.Module):
         size: int,                          # CLIP input side (model.visual.image_size).
         mean: tuple = OPENAI_CLIP_MEAN,     # Per-channel mean of [0, 1] images.
         std: tuple = OPENAI_CLIP_STD,       # Per-channel std.
+        normalize: bool = True,             # False: resample only (StyleCLIP's unnormalised [-1, 1] input).
     ):
         super().__init__()
         self.size = int(size)
+        self.normalize = bool(normalize)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -254,6 +257,8 @@ class ClipPreprocess(torch.nn.Module):
             ry = box_resample_matrix(h, self.size, images.device, images.dtype)
             rx = box_resample_matrix(w, self.size, images.device, images.dtype)
             x = torch.einsum("ih,nchw,jw->ncij", ry, x, rx)
+        if not self.normalize:
+            return x
         x = (x + 1) * 0.5
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
@@ -320,6 +325,7 @@ def load_clip(
     download: bool = False,             # Allow open_clip to download a tag's weights when they are not cached.
     cache_dir: str | None = None,       # open_clip/HF cache folder (None: their defaults).
     init_seed: int = 0,                 # Seed of the random initialisation (what pretrained=None keeps).
+    normalize: bool = True,             # CLIP mean/std normalisation of images (False: StyleCLIP's raw [-1, 1]).
 ) -> Clip:
     """Build an open_clip model for text anchoring.
 
@@ -372,6 +378,7 @@ def load_clip(
         size=size,
         mean=tuple(pp_cfg.get("mean", OPENAI_CLIP_MEAN)),
         std=tuple(pp_cfg.get("std", OPENAI_CLIP_STD)),
+        normalize=normalize,
     ).to(device)
     tokenizer = open_clip.get_tokenizer(model_name)
     log.info("CLIP %s (%s) on %s, input %d px", model_name, pretrained or "random weights", device, size)

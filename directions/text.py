@@ -13,7 +13,8 @@ and the batch loss is the sum of independent per-prompt losses, so a batch equal
 to float rounding), and the CLIP term is 1 − cos instead of 1 − logits/100, which is the same thing for
 CLIP's trained logit scale of 100 and does not depend on a random model's scale. The image is
 area-resampled to CLIP's input (StyleCLIP's nearest-×7 + avg-pool, done exactly and for any resolution)
-and normalised with CLIP's mean/std (StyleCLIP feeds [-1, 1] unnormalised; we follow CLIP's contract).
+and normalised with CLIP's mean/std (StyleCLIP feeds [-1, 1] unnormalised; we follow CLIP's contract by
+default, `load_clip(normalize=False)` / `--clip-no-normalize` reproduces StyleCLIP).
 
 Anchors for the decomposition are `TextAnchors.with_start()` = [w0, w_"no", …, w_"100%"], the order of
 the official `get_text_latent` list.

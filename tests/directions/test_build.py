@@ -73,7 +73,7 @@ def test_build_text_end_to_end(models, tmp_path, caplog, capsys):
     assert m["generator_sha256"] == file_sha256(models["generator"])
     assert m["lmbda"] == pytest.approx(1 / math.sqrt(max(4, models["w_dim"])))
     assert m["alpha_range"] == list(build.TEXT_ALPHA_RANGE) and "created" in m
-    assert m["identity_used"] is False and m["id_lambda"] == 0.0
+    assert m["identity_used"] is False and m["id_lambda"] == 0.0 and m["clip_normalize"] is True
     assert "identity loss skipped" in caplog.text
     d.check_compatible(models["num_ws"], models["w_dim"], file_sha256(models["generator"]))
 
@@ -87,15 +87,15 @@ def test_build_text_is_reproducible_and_matches_library(models, tmp_path):
     from engine.checkpoints import load_generator
 
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    assert build.main(text_argv(models, a, "--method", "pca")) == 0
-    assert build.main(text_argv(models, b, "--method", "pca")) == 0
+    assert build.main(text_argv(models, a, "--method", "pca", "--clip-no-normalize")) == 0
+    assert build.main(text_argv(models, b, "--method", "pca", "--clip-no-normalize")) == 0
     da, db = files.load(a), files.load(b)
     assert torch.equal(da.delta, db.delta)
     G = load_generator(models["generator"])
-    clip = load_clip(str(models["clip"]), pretrained=None)
+    clip = load_clip(str(models["clip"]), pretrained=None, normalize=False)
     res = anchor_text(G, clip, "a person with {} smile", degrees=("no", "50%", "100%"), steps=4)
     torch.testing.assert_close(da.delta, from_anchors(res.with_start(), rank=2, method="pca"))
-    assert "lmbda" not in da.meta
+    assert "lmbda" not in da.meta and da.meta["clip_normalize"] is False
 
 
 def test_build_video_end_to_end(models, tmp_path, faces_dir):

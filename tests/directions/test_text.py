@@ -129,6 +129,15 @@ def test_preprocess_normalises_and_keeps_grad(tiny_clip):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_preprocess_without_normalisation_is_styleclip_input():
+    from directions.clip_loader import ClipPreprocess
+
+    img = torch.rand(1, 3, 64, 64) * 2 - 1
+    raw = ClipPreprocess(224, normalize=False)(img)
+    ref = F.avg_pool2d(F.interpolate(img, scale_factor=7, mode="nearest"), kernel_size=2)
+    torch.testing.assert_close(raw, ref)
+
+
 def test_uncached_tag_is_a_clear_error_without_network(tmp_path):
     from directions.clip_loader import ClipWeightsMissing, load_clip
 
