@@ -58,6 +58,19 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --cert and --key go together; give both (PEM files) or neither", file=sys.stderr)
         return 2
 
+    ssl_context = None
+    if args.cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.cert, args.key)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"error: cannot load --cert/--key ({exc}); give a PEM certificate and its key", file=sys.stderr)
+            return 2
+    elif args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("web").warning(
+            "serving plain HTTP on %s: browsers on other machines refuse the camera to non-https pages; "
+            "add --cert cert.pem --key key.pem", args.host)
+
     from aiohttp import web
 
     from web.server import ServerConfig, WebServer, ice_servers_from_urls, load_binding
@@ -76,19 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         peer_timeout_s=args.peer_timeout,
     )
-    ssl_context = None
-    if args.cert:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ssl_context.load_cert_chain(args.cert, args.key)
-        except (OSError, ssl.SSLError) as exc:
-            print(f"error: cannot load --cert/--key ({exc}); give a PEM certificate and its key", file=sys.stderr)
-            return 2
     server = WebServer(binding, config)
     scheme = "https" if ssl_context else "http"
     print(f"micromotion: open {scheme}://{args.host}:{args.port}/  (mode: {binding.mode})", flush=True)
-    web.run_app(server.make_app(), host=args.host, port=args.port, ssl_context=ssl_context, print=None,
-                access_log=logging.getLogger("aiohttp.access") if args.log_level.upper() == "DEBUG" else None)
+    try:
+        web.run_app(server.make_app(), host=args.host, port=args.port, ssl_context=ssl_context, print=None,
+                    access_log=logging.getLogger("aiohttp.access") if args.log_level.upper() == "DEBUG" else None)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); pick another --port",
+              file=sys.stderr)
+        return 2
     return 0
 
 

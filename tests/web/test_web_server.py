@@ -171,3 +171,34 @@ def test_two_peers_own_controls_and_errors_stay_with_their_client(request, faces
     d_a, d_b = distance(a["last_frame"]), distance(b["last_frame"])
     assert d_b > d_a + 5, (d_a, d_b)
     assert a["stats"][-1]["effect"]["edited"] > 0 and b["stats"][-1]["effect"]["edited"] > 0
+
+
+def test_cli_refuses_bad_tls_options_with_one_line(capsys, tmp_path):
+    from web.__main__ import main
+
+    assert main(["--demo", "--cert", str(tmp_path / "c.pem")]) == 2
+    assert "--cert and --key go together" in capsys.readouterr().err
+    assert main(["--demo", "--cert", str(tmp_path / "c.pem"), "--key", str(tmp_path / "k.pem")]) == 2
+    assert "cannot load --cert/--key" in capsys.readouterr().err
+
+
+def test_config_advertises_ice_servers_only_when_given():
+    from web.server import ServerConfig, WebServer, ice_servers_from_urls
+
+    async def scenario():
+        from aiohttp import web
+
+        servers = ice_servers_from_urls(stun=["stun.example.org:3478"])
+        server = WebServer(_binding("demo"), ServerConfig(ice_servers=servers, ice_addresses=["127.0.0.1"]))
+        runner = web.AppRunner(server.make_app())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            return await _get(f"http://127.0.0.1:{port}/config")
+        finally:
+            await runner.cleanup()
+
+    status, cfg = asyncio.run(scenario())
+    assert status == 200 and cfg["iceServers"] == [{"urls": ["stun:stun.example.org:3478"]}]

@@ -144,6 +144,12 @@ async function init() {
     box.hidden = false;
   }
   const select = $("direction");
+  if (!mm.config.directions.length) {
+    const opt = document.createElement("option");
+    opt.value = ""; opt.textContent = "none installed";
+    select.appendChild(opt);
+    select.disabled = true;
+  }
   for (const name of mm.config.directions) {
     const opt = document.createElement("option");
     opt.value = opt.textContent = name;
