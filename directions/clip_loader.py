@@ -339,8 +339,18 @@ def load_clip(
         if not cfg_path.is_file():
             raise FileNotFoundError(f"CLIP model config {cfg_path} does not exist; pass an existing JSON or a model name")
         model_name = _register_config_file(cfg_path)
-    if model_name not in open_clip.list_models():
-        raise ValueError(f"unknown CLIP model '{model_name}'; choose one of open_clip.list_models() or pass a config JSON")
+    schema = str(model_name).split(":", 1)[0] if ":" in str(model_name) else None
+    if schema == "hf-hub" and not download:
+        raise ValueError(f"CLIP model '{model_name}' lives on the Hugging Face hub; allow the download "
+                         f"(--clip-download) or use a local copy (local-dir:/path or a model config JSON)")
+    if schema is None:
+        model_name = str(model_name).replace("/", "-")  # "ViT-B/32" (OpenAI spelling) → "ViT-B-32"
+        if model_name not in open_clip.list_models():
+            raise ValueError(f"unknown CLIP model '{model_name}'; choose one of open_clip.list_models() "
+                             f"or pass a model config JSON")
+    elif pretrained is not None and str(pretrained).lower() not in ("", "none", "random"):
+        log.info("CLIP model %s brings its own weights; ignoring pretrained=%r", model_name, pretrained)
+        pretrained = None
 
     kwargs: dict = {}
     weights: str | None = None

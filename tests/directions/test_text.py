@@ -37,13 +37,17 @@ def tiny_G():
 
 
 @pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    from directions.clip_loader import load_clip
-
+def tiny_clip_config(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("clip") / "tiny-test-clip.json"
     path.write_text(json.dumps(TINY_CLIP))
-    torch.manual_seed(0)
-    return load_clip(str(path), pretrained=None)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tiny_clip_config):
+    from directions.clip_loader import load_clip
+
+    return load_clip(tiny_clip_config, pretrained=None)
 
 
 DEGREES = ("no", "50%", "100%")
@@ -152,6 +156,11 @@ def test_unknown_model_or_tag(tmp_path):
 
     with pytest.raises(ValueError, match="unknown CLIP model"):
         load_clip("ViT-Nope-1", pretrained=None)
+    with pytest.raises(ValueError, match="Hugging Face hub.*--clip-download"):
+        load_clip("hf-hub:org/some-clip", pretrained=None)
+    # OpenAI's spelling is accepted and reaches the (offline) tag lookup
+    with pytest.raises(FileNotFoundError, match="ViT-B-32/openai"):
+        load_clip("ViT-B/32", pretrained="openai", cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="neither a file nor an open_clip pretrained tag"):
         load_clip("ViT-B-32", pretrained="no_such_tag", cache_dir=str(tmp_path))
 
@@ -292,3 +301,19 @@ def test_torchscript_archive_detection(tmp_path):
     assert is_torchscript_archive(scripted)
     assert not is_torchscript_archive(plain)
     assert not is_torchscript_archive(tmp_path / "missing.pt")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_anchor_text_on_cuda_matches_cpu(tiny_G, tiny_clip_config, anchors):
+    import copy
+
+    from directions.clip_loader import load_clip
+
+    G = copy.deepcopy(tiny_G).cuda()
+    clip = load_clip(tiny_clip_config, pretrained=None, device="cuda")  # same seeded init as the CPU one
+    res = anchor_text(G, clip, "a person with {} smile", degrees=DEGREES, steps=12, seed=0)
+    assert res.latents.device.type == "cpu" and res.latents.shape == anchors.latents.shape
+    torch.testing.assert_close(res.w0, anchors.w0, rtol=1e-4, atol=1e-4)
+    moved = (anchors.latents - anchors.w0).abs().mean()
+    assert (res.latents - anchors.latents).abs().mean() < 0.05 * moved
