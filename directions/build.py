@@ -195,6 +195,29 @@ def _video_anchors(args, G, device):
     return anchors, meta
 
 
+def _preflight(args, format_prompts) -> None:
+    """Cheap checks of the user's input before any model loads (bad input fails in a second, not a minute)."""
+    import os  # noqa: PLC0415
+
+    if args.text is not None:
+        format_prompts(args.text, args.degrees)
+        if args.steps < 1 or args.identities < 1:
+            raise ValueError("--steps and --identities must be >= 1")
+        pre = args.clip_pretrained
+        if (pre and str(pre).lower() not in ("none", "random", "") and not os.path.isfile(pre)
+                and not args.clip_download and not str(args.clip_model).endswith(".json")
+                and ":" not in str(args.clip_model)):
+            from directions.clip_loader import resolve_pretrained  # noqa: PLC0415
+
+            resolve_pretrained(str(args.clip_model).replace("/", "-"), pre)  # raises ClipWeightsMissing
+    elif args.video is not None and not Path(args.video).is_file():
+        raise FileNotFoundError(f"video {args.video} does not exist; pass an existing clip (--video FILE)")
+    elif args.frames_dir is not None and not Path(args.frames_dir).is_dir():
+        raise FileNotFoundError(f"frames folder {args.frames_dir} does not exist; pass a folder of images")
+    if args.n_frames is not None and args.n_frames < 0:
+        raise ValueError(f"--n-frames must be >= 0 (0: all frames), got {args.n_frames}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Build and save one direction; prints the output path. Returns the exit status."""
     import torch  # noqa: PLC0415
@@ -205,10 +228,7 @@ def run(args: argparse.Namespace) -> int:
     from directions.subspace import from_anchors  # noqa: PLC0415
     from directions.text import format_prompts  # noqa: PLC0415
 
-    if args.text is not None:
-        format_prompts(args.text, args.degrees)  # template errors before any model loads
-        if args.steps < 1 or args.identities < 1:
-            raise ValueError("--steps and --identities must be >= 1")
+    _preflight(args, format_prompts)
     out = Path(args.out) if args.out else files.default_dir() / f"{args.name}.safetensors"
     if out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")

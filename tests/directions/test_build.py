@@ -177,3 +177,24 @@ def test_python_m_directions_build_dispatches_here(models, tmp_path):
     assert directions_main(["build", *text_argv(models, out, "--steps", "2", "--method", "none")]) == 0
     d = files.load(out)
     assert d.meta["method"] == "none" and "rank" not in d.meta and d.meta["steps"] == 2
+
+
+def test_input_errors_come_before_model_loading(models, tmp_path, capsys):
+    missing_gen = str(tmp_path / "never_loaded.pt")
+    cases = [
+        (["--video", str(tmp_path / "nope.mp4")], "nope.mp4 does not exist"),
+        (["--frames-dir", str(tmp_path / "nodir")], "nodir does not exist"),
+        (["--text", "{} smile", "--clip-model", "ViT-B-32", "--clip-pretrained", "openai"], "not cached"),
+    ]
+    try:  # a machine that has the real CLIP weights cached cannot show the "not cached" error
+        from directions.clip_loader import resolve_pretrained
+
+        resolve_pretrained("ViT-B-32", "openai")
+        cases.pop()
+    except FileNotFoundError:
+        pass
+    for source, expect in cases:
+        argv = ["--name", "x", *source, "--generator", missing_gen, "--out", str(tmp_path / "x.safetensors")]
+        assert build.main(argv) == 2
+        err = capsys.readouterr().err
+        assert expect in err and "never_loaded" not in err, err
