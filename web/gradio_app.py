@@ -328,7 +328,7 @@ def build_app(effect, notice: str | None = None, limits: Limits = Limits()):
             session = gr.State(None, time_to_live=3600, delete_callback=close_session)
             with gr.Row():
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="camera")
-                w_out = gr.Image(label="edited", streaming=True)
+                w_out = gr.Image(label="edited")
             with gr.Row():
                 w_dir = direction_picker()
                 w_alpha = gr.Slider(-10, 10, value=3.0, step=0.1, label="α (strength)")

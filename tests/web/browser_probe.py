@@ -31,14 +31,10 @@ def write_face_y4m(face_path: Path, out: Path, n: int = 60) -> None:
     """A 320×240 4:2:0 y4m of the face, slightly moving (Chromium loops it as its fake camera)."""
     import cv2
 
+    from stream.sources import write_y4m
     from web.loadtest import moving_face_frames
 
-    frames = moving_face_frames(cv2.imread(str(face_path)), size=(320, 240), n=n)
-    with open(out, "wb") as fh:
-        fh.write(b"YUV4MPEG2 W320 H240 F30:1 Ip A1:1 C420jpeg\n")
-        for f in frames:
-            fh.write(b"FRAME\n")
-            fh.write(cv2.cvtColor(f, cv2.COLOR_BGR2YUV_I420).tobytes())
+    write_y4m(moving_face_frames(cv2.imread(str(face_path)), size=(320, 240), n=n), out, fps=30)
 
 
 CENTRE_MEAN_JS = """() => {
