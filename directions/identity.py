@@ -117,18 +117,30 @@ class IdentityLoss(nn.Module):
         p = next(self.net.parameters())
         return self.net(face_view(images.to(p.device, p.dtype), self.net.input_size))
 
+    def _reference(self, y: torch.Tensor) -> torch.Tensor:
+        """Features of the reference images, cached while the same tensor is passed again (one per anchoring)."""
+        cached = getattr(self, "_ref_cache", None)
+        if cached is not None and cached[0] is y and cached[1] == y._version:
+            return cached[2]
+        with torch.no_grad():
+            ref = self.features(y)
+        self._ref_cache = (y, y._version, ref)
+        return ref
+
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-image loss [N] (zeros when unavailable). y is the reference (detached), broadcast if N=1."""
         if self.net is None:
             return y_hat.new_zeros(y_hat.shape[0])
-        with torch.no_grad():
-            ref = self.features(y)
+        ref = self._reference(y)
         feats = self.features(y_hat)
         return 1 - (feats * ref.expand_as(feats)).sum(dim=1)
 
 
-def load_arcface(path: str | Path, device: str | torch.device = "cpu") -> ArcFaceIRSE:
-    """IR-SE50 ArcFace from `model_ir_se50.pth` (strict: names the missing/unexpected/mis-shaped keys)."""
+def load_arcface(path: str | Path, device: str | torch.device = "cpu", **config) -> ArcFaceIRSE:
+    """IR-SE50 ArcFace from `model_ir_se50.pth` (strict: names the missing/unexpected/mis-shaped keys).
+
+    `config`: ArcFaceIRSE constructor arguments for other sizes (default: IR-SE50, 512-d, 112 px).
+    """
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -140,7 +152,7 @@ def load_arcface(path: str | Path, device: str | torch.device = "cpu") -> ArcFac
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a state_dict; expected model_ir_se50.pth (IR-SE50 ArcFace)")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    net = ArcFaceIRSE()
+    net = ArcFaceIRSE(**config)
     want = net.state_dict()
     missing = sorted(set(want) - set(state))
     unexpected = sorted(set(state) - set(want))
@@ -150,4 +162,4 @@ def load_arcface(path: str | Path, device: str | torch.device = "cpu") -> ArcFac
                  for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", bad)) if keys]
         raise ValueError(f"{path} is not an IR-SE50 ArcFace state_dict: {'; '.join(parts)}")
     net.load_state_dict(state)
-    return net.to(device)
+    return net.eval().requires_grad_(False).to(device)

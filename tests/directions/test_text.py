@@ -317,3 +317,29 @@ def test_anchor_text_on_cuda_matches_cpu(tiny_G, tiny_clip_config, anchors):
     torch.testing.assert_close(res.w0, anchors.w0, rtol=1e-4, atol=1e-4)
     moved = (anchors.latents - anchors.w0).abs().mean()
     assert (res.latents - anchors.latents).abs().mean() < 0.05 * moved
+
+
+def test_arcface_roundtrip_through_a_weights_file(tmp_path):
+    from directions.identity import ArcFaceIRSE, IdentityLoss, load_arcface
+
+    cfg = dict(units=(1, 1, 1, 1), widths=(8, 16, 16, 32), embed_dim=16)
+    torch.manual_seed(3)
+    net = ArcFaceIRSE(**cfg).eval()
+    for m in net.modules():  # non-trivial running stats, so a wrong load would show
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "arcface.pth"
+    torch.save(net.state_dict(), path)
+    loaded = load_arcface(path, **cfg)
+    x = torch.rand(2, 3, 112, 112) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x))
+        f = loaded(x)
+    torch.testing.assert_close(f.norm(dim=1), torch.ones(2))  # L2-normalised embeddings
+    idl = IdentityLoss(None, network=loaded)
+    y = torch.rand(1, 3, 64, 64) * 2 - 1
+    torch.testing.assert_close(idl(y, y), torch.zeros(1), atol=1e-5, rtol=0)
+    other = torch.rand(3, 3, 64, 64) * 2 - 1
+    losses = idl(other, y)
+    assert losses.shape == (3,) and torch.all(losses > 0) and torch.all(losses <= 2)
