@@ -1,0 +1,75 @@
+"""The Gradio webcam tab in a real headless Chromium (fake camera = a real face), loopback namespace only.
+
+The app runs in this process with the full Effect on tiny random networks; we count the frames it edits.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from test_web_browser import _skip_reason
+from web_netns import rerun_in_netns
+
+
+class CountingEffect:
+    """The real effect, counting `process` calls (the webcam frames that reached the server)."""
+
+    def __init__(self, effect):
+        self._effect = effect
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._effect, name)
+
+    def process(self, frame, controls=None, state=None):
+        self.calls += 1
+        return self._effect.process(frame, controls, state)
+
+
+@pytest.mark.browser
+def test_gradio_webcam_tab_streams_edited_frames(request, tmp_path, faces_dir):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    if rerun_in_netns(request, timeout=300):
+        return
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from playwright.sync_api import sync_playwright
+
+    from browser_probe import CHROMIUM_FLAGS, write_face_y4m
+    from stream.effect import Effect, EffectConfig
+    from tiny_weights import build_tiny_nets
+    from web.gradio_app import build_app
+    from web.loadtest import free_port
+
+    _, E, deltas = build_tiny_nets()
+    effect = CountingEffect(Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas))
+    app = build_app(effect, None)
+    port = free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    y4m = tmp_path / "face.y4m"
+    write_face_y4m(faces_dir / "01.jpg", y4m)
+    try:
+        with sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path="/usr/bin/chromium", headless=True,
+                args=CHROMIUM_FLAGS + [f"--use-file-for-fake-video-capture={y4m}"])
+            try:
+                page = ctx.new_page()
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.get_by_role("tab", name="Webcam").click()
+                page.get_by_text("Click to Access Webcam").click()
+                page.get_by_role("button", name="capture photo").click()
+                deadline = time.monotonic() + 60
+                while effect.calls < 10 and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                srcs = [img.get_attribute("src") or "" for img in page.locator("img").all()]
+            finally:
+                ctx.close()
+    finally:
+        app.close()
+    assert effect.calls >= 10, f"only {effect.calls} webcam frames reached the effect"
+    assert any("/gradio_api/file=" in s for s in srcs), srcs   # the edited frame is shown
