@@ -55,3 +55,49 @@ def test_no_weights_tracks_face_and_prints_the_command(faces_dir, no_weights, ca
     assert len(frames) == 3 and frames[0].shape == face.shape
     # the tracked face is drawn: the output is not the input
     assert np.abs(frames[0].astype(int) - face.astype(int)).mean() > 1
+
+
+class _Recorder:
+    """pyvirtualcam backend keeping the frames it is sent (no device needed)."""
+
+    sent: list = []
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw):
+        self.width, self.height = width, height
+
+    def send(self, frame):
+        _Recorder.sent.append(frame.copy())
+
+    def close(self):
+        pass
+
+    def device(self):
+        return "recorder0"
+
+    def native_fourcc(self):
+        return None
+
+
+def test_virtual_camera_through_the_pipeline(faces_dir, no_weights, capsys):
+    import re
+
+    import cv2
+    from pyvirtualcam.camera import BACKENDS, register_backend
+
+    face = cv2.resize(cv2.imread(str(faces_dir / "01.jpg")), (256, 256), interpolation=cv2.INTER_AREA)
+    src = no_weights / "face.png"
+    cv2.imwrite(str(src), face)
+    register_backend("mm-recorder", _Recorder)
+    _Recorder.sent = []
+    try:
+        rc = main(["--image", str(src), "--virtual-camera", "--vcam-backend", "mm-recorder", "--frames", "6",
+                   "--fps", "30", "--device", "cpu", "--overlay"])
+    finally:
+        BACKENDS.pop("mm-recorder", None)
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    m = re.search(r"frames in (\d+), processed (\d+), dropped (\d+)", out)
+    frames_in, processed, dropped = map(int, m.groups())
+    assert frames_in == 6 and processed + dropped == 6
+    assert len(_Recorder.sent) == processed >= 1
+    assert _Recorder.sent[0].size == face.size  # pyvirtualcam hands the backend a flat buffer
