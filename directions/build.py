@@ -53,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="feed CLIP the raw [-1, 1] image like StyleCLIP does (default: CLIP mean/std)")
     g.add_argument("--arcface", metavar="PATH", default=None,
                    help="model_ir_se50.pth (default: the arcface-ir-se50 download, if present)")
-    g.add_argument("--no-batch", action="store_true", help="optimise the prompts one at a time (less memory)")
+    g.add_argument("--batch-size", type=int, default=0,
+                   help="prompts optimised together (0: all in one batch; out of GPU memory halves it)")
+    g.add_argument("--no-batch", action="store_true", help="one prompt at a time (= --batch-size 1)")
 
     v = parser.add_argument_group("video anchoring")
     v.add_argument("--encoder", default="restyle-psp-ffhq", help="encoder weights name or path")
@@ -143,6 +145,13 @@ def _arcface(path: str | None):
     return IdentityLoss(path)
 
 
+def _batch(args) -> bool | int:
+    """anchor_text's `batch` from --batch-size / --no-batch."""
+    if args.no_batch:
+        return 1
+    return True if not args.batch_size else int(args.batch_size)
+
+
 def _text_anchors(args, G, device, bar):
     import torch  # noqa: PLC0415
 
@@ -158,7 +167,7 @@ def _text_anchors(args, G, device, bar):
     for i in range(args.identities):
         runs.append(anchor_text(
             G, clip, args.text, degrees=args.degrees, steps=args.steps, lr=args.lr, l2_lambda=args.l2_lambda,
-            id_lambda=args.id_lambda, truncation=args.truncation, seed=args.seed + i, batch=not args.no_batch,
+            id_lambda=args.id_lambda, truncation=args.truncation, seed=args.seed + i, batch=_batch(args),
             identity=identity, progress=bar.update))
     anchors = torch.stack([r.with_start() for r in runs])  # [I, 1 + K, num_ws, w_dim]
     meta = dict(
@@ -201,8 +210,8 @@ def _preflight(args, format_prompts) -> None:
 
     if args.text is not None:
         format_prompts(args.text, args.degrees)
-        if args.steps < 1 or args.identities < 1:
-            raise ValueError("--steps and --identities must be >= 1")
+        if args.steps < 1 or args.identities < 1 or args.batch_size < 0:
+            raise ValueError("--steps and --identities must be >= 1, --batch-size >= 0")
         pre = args.clip_pretrained
         if (pre and str(pre).lower() not in ("none", "random", "") and not os.path.isfile(pre)
                 and not args.clip_download and not str(args.clip_model).endswith(".json")
@@ -239,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     G = engine.load_generator(args.generator, device=device)
     if args.text is not None:
-        per_run = args.steps * (1 if not args.no_batch else len(args.degrees))
+        b = _batch(args)
+        per_run = args.steps * (1 if b is True else math.ceil(len(args.degrees) / b))
         with tqdm(total=per_run * args.identities, desc=f"anchor '{args.name}'", unit="step") as bar:
             anchors, meta = _text_anchors(args, G, device, bar)
     else:

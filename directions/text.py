@@ -129,6 +129,36 @@ def _optimise(G, clip, identity, w0, img0, text_feats, steps, lr, l2_lambda, id_
     return w.detach().float(), torch.stack(totals), torch.stack(clips), torch.stack(ids)
 
 
+def _chunk_size(batch: bool | int, count: int) -> int:
+    """Prompts per optimisation batch: True → all, False → 1, an int n ≥ 1 → n."""
+    if batch is True:
+        return count
+    if batch is False:
+        return 1
+    if int(batch) < 1:
+        raise ValueError(f"batch must be True, False or a chunk size >= 1, got {batch}")
+    return min(int(batch), count)
+
+
+def _optimise_in_chunks(run, count: int, size: int) -> list:
+    """run(indices) over consecutive chunks of `size` prompts; on CUDA out-of-memory the failed chunk is
+    retried at half the size (down to 1). Chunks are independent, so the split does not change the result."""
+    parts, start = [], 0
+    while start < count:
+        idx = list(range(start, min(start + size, count)))
+        try:
+            parts.append(run(idx))
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = max(1, size // 2)
+            log.warning("out of GPU memory optimising %d prompts at once; retrying %d at a time", len(idx), size)
+            torch.cuda.empty_cache()
+            continue
+        start += len(idx)
+    return parts
+
+
 def anchor_text(
     G,                                              # Generator: G(ws) -> [N,3,R,R] in [-1,1]; mapping, num_ws, w_dim, z_dim.
     clip,                                           # directions.clip_loader.Clip.
@@ -140,7 +170,8 @@ def anchor_text(
     id_lambda: float = 0.005,                       # Weight of the ArcFace identity term.
     truncation: float = 0.7,                        # Truncation psi of the random start face.
     seed: int = 0,                                  # Seed of the start face z.
-    batch: bool = True,                             # All prompts in one batch (falls back to a loop on CUDA OOM).
+    batch: bool | int = True,                       # True: all prompts in one batch; False: one at a time; n: chunks
+                                                    # of n. CUDA out-of-memory halves the chunk and retries.
     identity=None,                                  # directions.identity.IdentityLoss, or None (term skipped).
     progress: Callable[[int], None] | None = None,  # Called with 1 after every optimisation step.
 ) -> TextAnchors:
@@ -160,18 +191,10 @@ def anchor_text(
     for q in needs_grad:
         q.requires_grad_(False)
     try:
-        chunks = [list(range(len(prompts)))] if batch else [[k] for k in range(len(prompts))]
-        try:
-            parts = [_optimise(G, clip, identity, w0, img0, text_feats[idx], int(steps), lr, l2_lambda,
-                               id_lambda, progress) for idx in chunks]
-        except torch.cuda.OutOfMemoryError:
-            if not batch:
-                raise
-            log.warning("out of GPU memory optimising %d prompts at once; continuing one prompt at a time",
-                        len(prompts))
-            torch.cuda.empty_cache()
-            parts = [_optimise(G, clip, identity, w0, img0, text_feats[[k]], int(steps), lr, l2_lambda,
-                               id_lambda, progress) for k in range(len(prompts))]
+        parts = _optimise_in_chunks(
+            lambda idx: _optimise(G, clip, identity, w0, img0, text_feats[idx], int(steps), lr, l2_lambda,
+                                  id_lambda, progress),
+            len(prompts), _chunk_size(batch, len(prompts)))
     finally:
         for q in needs_grad:
             q.requires_grad_(True)

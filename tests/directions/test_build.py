@@ -60,7 +60,7 @@ def test_build_text_end_to_end(models, tmp_path, caplog, capsys):
     from engine.checkpoints import file_sha256
 
     out = tmp_path / "smile.safetensors"
-    assert build.main(text_argv(models, out, "--identities", "2")) == 0
+    assert build.main(text_argv(models, out, "--identities", "2", "--batch-size", "2")) == 0
     assert str(out) in capsys.readouterr().out
     d = files.load(out)
     assert d.name == "smile"

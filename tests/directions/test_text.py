@@ -343,3 +343,26 @@ def test_arcface_roundtrip_through_a_weights_file(tmp_path):
     other = torch.rand(3, 3, 64, 64) * 2 - 1
     losses = idl(other, y)
     assert losses.shape == (3,) and torch.all(losses > 0) and torch.all(losses <= 2)
+
+
+def test_chunks_and_out_of_memory_fallback(anchors, tiny_G, tiny_clip):
+    from directions.text import _optimise_in_chunks
+
+    calls = []
+
+    def run(idx):
+        calls.append(list(idx))
+        if len(idx) > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return idx
+
+    assert _optimise_in_chunks(run, 7, 8) == [[0, 1], [2, 3], [4, 5], [6]]
+    assert calls[:3] == [[0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 3], [0, 1]]  # halved on each OOM, then kept
+    with pytest.raises(torch.OutOfMemoryError):
+        _optimise_in_chunks(lambda idx: (_ for _ in ()).throw(torch.OutOfMemoryError("x")), 3, 3)
+    # chunks of 2 give the one-batch anchors (independent per-prompt problems)
+    two = anchor_text(tiny_G, tiny_clip, "a person with {} smile", degrees=DEGREES, steps=12, seed=0, batch=2)
+    moved = (anchors.latents - anchors.w0).abs().mean()
+    assert (two.latents - anchors.latents).abs().mean() < 0.02 * moved
+    with pytest.raises(ValueError, match="chunk size"):
+        anchor_text(tiny_G, tiny_clip, "{} smile", degrees=DEGREES, steps=1, batch=0)
