@@ -212,6 +212,9 @@ def _preflight(args, format_prompts) -> None:
         format_prompts(args.text, args.degrees)
         if args.steps < 1 or args.identities < 1 or args.batch_size < 0:
             raise ValueError("--steps and --identities must be >= 1, --batch-size >= 0")
+        if args.arcface is not None and not Path(args.arcface).is_file():
+            raise FileNotFoundError(f"--arcface {args.arcface} does not exist; pass model_ir_se50.pth or leave "
+                                    f"--arcface out (the identity term is then skipped with a warning)")
         pre = args.clip_pretrained
         if (pre and str(pre).lower() not in ("none", "random", "") and not os.path.isfile(pre)
                 and not args.clip_download and not str(args.clip_model).endswith(".json")

@@ -184,6 +184,7 @@ def test_input_errors_come_before_model_loading(models, tmp_path, capsys):
     cases = [
         (["--video", str(tmp_path / "nope.mp4")], "nope.mp4 does not exist"),
         (["--frames-dir", str(tmp_path / "nodir")], "nodir does not exist"),
+        (["--text", "{} smile", "--arcface", str(tmp_path / "ir50.pth")], "ir50.pth does not exist"),
         (["--text", "{} smile", "--clip-model", "ViT-B-32", "--clip-pretrained", "openai"], "not cached"),
     ]
     try:  # a machine that has the real CLIP weights cached cannot show the "not cached" error
