@@ -755,10 +755,10 @@ def _load_network(what: str, name: str, device) -> Any:
     loader = checkpoints.load_generator if what == "generator" else checkpoints.load_encoder
     try:
         return loader(name, device=device)
-    except FileNotFoundError as exc:  # engine.weights.MissingWeightsError / UnknownWeightsError
-        if type(exc).__name__ in ("MissingWeightsError", "UnknownWeightsError") or not Path(str(name)).exists():
+    except FileNotFoundError as exc:
+        if type(exc).__name__ == "MissingWeightsError":  # a known name, not downloaded yet
             raise WeightsMissing(f"{what} {name}", cause=exc) from exc
-        raise
+        raise  # an unknown name or a missing path: its own message says what to pass
 
 
 def _load_direction_files(config: EffectConfig, G) -> list:
@@ -770,7 +770,7 @@ def _load_direction_files(config: EffectConfig, G) -> list:
         paths = []
         for item in config.directions:
             p = Path(item).expanduser()
-            paths.append(p if p.is_file() else Path(files.find_direction(item, folder)))
+            paths.append(p if p.is_file() else Path(files.find_direction(item, [folder])))
     else:
         listed = files.list_directions(folder) if folder.is_dir() else []
         paths = [Path(getattr(x, "path", x)) for x in listed]

@@ -372,3 +372,24 @@ def test_no_weights_raises_weightsmissing_with_the_command(tmp_path, monkeypatch
     assert out.shape == face_frame.shape and not np.array_equal(out, face_frame)  # the face is drawn
     flat = np.zeros((100, 100, 3), np.uint8)
     assert effect.process(flat, Controls(), state) is flat
+
+
+def test_directions_loaded_from_files(tiny_nets, tmp_path, face_frame, face_landmarks):
+    from directions.files import Direction, save
+
+    G, E, dirs = tiny_nets
+    save(Direction("smile", dirs["smile"], {}), tmp_path / "smile.safetensors")
+    save(Direction("blink", dirs["blink"][:1], {"layers": "all"}), tmp_path / "blink.safetensors")  # [1, w_dim]
+    config = EffectConfig(device="cpu", directions_dir=str(tmp_path), smoothing=False)
+    effect = Effect(config, encoder=copy.deepcopy(E), landmarker_factory=lambda: ReplayLandmarker([face_landmarks]))
+    assert sorted(effect.available_directions) == ["blink", "smile"]
+    torch.testing.assert_close(effect.deltas[effect.available_directions.index("blink")],
+                               dirs["blink"][:1].expand(G.num_ws, G.w_dim))
+    only = Effect(EffectConfig(device="cpu", directions=("smile",), directions_dir=str(tmp_path)),
+                  encoder=copy.deepcopy(E))
+    assert only.available_directions == ["smile"]
+    with pytest.raises(FileNotFoundError, match="frown"):
+        Effect(EffectConfig(device="cpu", directions=("frown",), directions_dir=str(tmp_path)),
+               encoder=copy.deepcopy(E))
+    out = effect.process(face_frame, Controls(directions={"smile": 2.0, "blink": 1.0}), effect.new_state())
+    assert out is not face_frame
