@@ -103,32 +103,48 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
         self.modulation = EqualLinear(w_dim, in_channels, bias_init=1.0)
 
-    def _demodulation(self, weight: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """1 / ||modulated filter|| per sample and output channel: [N, out]."""
-        if weight.dtype in _HALF_DTYPES:
-            # float32: the k*k*C_in-term sum of squares can overflow float16, and 1e-8 underflows there.
-            w2 = self.weight[0].float().square().sum(dim=(2, 3))            # [out, in]
-            energy = (style.float().square() @ w2.t()) * self.scale ** 2     # [N, out]
-            return torch.rsqrt(energy + 1e-8).to(weight.dtype)
-        return torch.rsqrt(weight.square().sum(dim=(2, 3, 4)) + 1e-8)
+    def _demodulation_from_styles(self, style: torch.Tensor) -> torch.Tensor:
+        """1 / ||modulated filter|| per sample and output channel, [N, out], without building the filters:
+        sum_{i,k} (scale * W[o,i,k] * s[n,i])^2 = scale^2 * (s^2 @ sum_k W^2)[n, o].
+
+        Computed in float32 when the model is float16/bfloat16: the sum of k*k*C_in squares can overflow
+        float16 and its 1e-8 epsilon underflows there."""
+        dtype = style.dtype
+        if dtype in _HALF_DTYPES:
+            style = style.float()
+        w2 = self.weight[0].to(style.dtype).square().sum(dim=(2, 3))      # [out, in]
+        energy = (style.square() @ w2.t()) * self.scale ** 2              # [N, out]
+        return torch.rsqrt(energy + 1e-8).to(dtype)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x [N, in, H, W], w [N, w_dim] -> [N, out, H', W'] (H' = 2H with upsampling)."""
-        n, c, h, wd = x.shape
-        k = self.kernel_size
+        """x [N, in, H, W], w [N, w_dim] -> [N, out, H', W'] (H' = 2H with upsampling); channels_last output.
+
+        N = 1: the style is folded into the filter (rosinality's fused order: modulate, demodulate by the
+        filter norm, convolve). N > 1: the same maths with the style applied to the input and the
+        demodulation to the output (one shared filter, no grouped conv), which keeps the activations in
+        channels_last layout (2-7x faster convs on CPU than NCHW)."""
+        n, c = x.shape[:2]
         style = self.modulation(w)                                            # [N, in]
-        weight = self.scale * self.weight * style.reshape(n, 1, c, 1, 1)      # [N, out, in, k, k]
-        if self.demodulate:
-            weight = weight * self._demodulation(weight, style).reshape(n, self.out_channels, 1, 1, 1)
-        x = x.reshape(1, n * c, h, wd)
+        if n == 1:
+            weight = self.scale * self.weight[0] * style.reshape(1, c, 1, 1)  # [out, in, k, k]
+            if self.demodulate:
+                if weight.dtype in _HALF_DTYPES:
+                    demod = self._demodulation_from_styles(style)[0]
+                else:
+                    demod = torch.rsqrt(weight.square().sum(dim=(1, 2, 3)) + 1e-8)
+                weight = weight * demod.reshape(self.out_channels, 1, 1, 1)
+            if self.upsample:
+                return self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
+            return F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), padding=self.padding)
+        weight = self.scale * self.weight[0]
+        x = x * style.reshape(n, c, 1, 1)
         if self.upsample:
-            weight = weight.transpose(1, 2).reshape(n * c, self.out_channels, k, k)
-            out = F.conv_transpose2d(x, weight, padding=0, stride=2, groups=n)
-            out = out.reshape(n, self.out_channels, out.shape[2], out.shape[3])
-            return self.blur(out)
-        weight = weight.reshape(n * self.out_channels, c, k, k)
-        out = F.conv2d(x, weight, padding=self.padding, groups=n)
-        return out.reshape(n, self.out_channels, out.shape[2], out.shape[3])
+            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+        else:
+            out = F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), padding=self.padding)
+        if self.demodulate:
+            out = out * self._demodulation_from_styles(style).reshape(n, self.out_channels, 1, 1)
+        return self.blur(out) if self.upsample else out
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -330,7 +346,7 @@ class Generator(nn.Module):
         self._check_ws(ws)
         ws = ws.to(self.dtype)
         noise = self.noise_maps()
-        x = self.input(ws.shape[0])
+        x = self.input(ws.shape[0]).contiguous(memory_format=torch.channels_last)  # faster convs, see ModulatedConv2d
         x = self.conv1(x, ws[:, 0], noise[0])
         img = self.to_rgb1(x, ws[:, 1])
         for b, to_rgb in enumerate(self.to_rgbs):

@@ -103,24 +103,27 @@ def test_fused_leaky_relu_hand_computation_and_inplace():
 # ------------------------------------------------------------------------------------------------------ conv
 
 
-def test_modulated_conv_matches_per_sample_formula():
-    torch.manual_seed(0)
-    for upsample in (False, True):
-        conv = ModulatedConv2d(6, 5, 3, w_dim=8, upsample=upsample)
-        x = torch.randn(3, 6, 8, 8)
-        w = torch.randn(3, 8)
-        out = conv(x, w)
-        for i in range(3):  # one sample at a time, written out from the StyleGAN2 paper's equations
-            s = F.linear(w[i], conv.modulation.weight * conv.modulation.scale, conv.modulation.bias)
-            wt = conv.weight[0] * conv.scale * s.reshape(1, 6, 1, 1)
+@pytest.mark.parametrize("n", [1, 3])  # N = 1: style folded into the filter; N > 1: style on the activations
+@pytest.mark.parametrize("upsample", [False, True])
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_modulated_conv_matches_per_sample_formula(n, upsample, demodulate):
+    torch.manual_seed(n + 2 * upsample)
+    conv = ModulatedConv2d(6, 5, 3, w_dim=8, upsample=upsample, demodulate=demodulate)
+    x = torch.randn(n, 6, 8, 8)
+    w = torch.randn(n, 8)
+    out = conv(x, w)
+    assert out.shape == (n, 5, 16 if upsample else 8, 16 if upsample else 8)
+    for i in range(n):  # one sample at a time, written out from the StyleGAN2 paper's equations
+        s = F.linear(w[i], conv.modulation.weight * conv.modulation.scale, conv.modulation.bias)
+        wt = conv.weight[0] * conv.scale * s.reshape(1, 6, 1, 1)
+        if demodulate:
             wt = wt / torch.sqrt(wt.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
-            if upsample:
-                y = F.conv_transpose2d(x[i : i + 1], wt.transpose(0, 1), stride=2)
-                y = upfirdn2d(y, conv.blur.kernel, pad=conv.blur.pad)
-            else:
-                y = F.conv2d(x[i : i + 1], wt, padding=1)
-            torch.testing.assert_close(out[i : i + 1], y, rtol=1e-5, atol=1e-5)
-        assert out.shape == (3, 5, 16 if upsample else 8, 16 if upsample else 8)
+        if upsample:
+            y = F.conv_transpose2d(x[i : i + 1], wt.transpose(0, 1), stride=2)
+            y = upfirdn2d(y, conv.blur.kernel, pad=conv.blur.pad)
+        else:
+            y = F.conv2d(x[i : i + 1], wt, padding=1)
+        torch.testing.assert_close(out[i : i + 1], y, rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------------ generator
