@@ -354,7 +354,7 @@ class Generator(nn.Module):
             x = self.convs[2 * b](x, ws[:, i], noise[i])
             x = self.convs[2 * b + 1](x, ws[:, i + 1], noise[i + 1])
             img = to_rgb(x, ws[:, i + 2], img)
-        return img
+        return img.contiguous()  # plain NCHW for callers (3 channels: a cheap copy)
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
         """ws [N, num_ws, w_dim] -> images [N, 3, R, R] (see `synthesis`)."""

@@ -150,7 +150,7 @@ def test_forward_shape_determinism_and_batch_independence(tiny_generator):
         img = G(ws)
         again = G(ws)
         single = G(ws[1:2])
-    assert img.shape == (3, 3, 32, 32) and img.dtype == torch.float32
+    assert img.shape == (3, 3, 32, 32) and img.dtype == torch.float32 and img.is_contiguous()
     assert torch.isfinite(img).all()
     torch.testing.assert_close(img, again, rtol=0, atol=0)  # fixed noise: deterministic
     torch.testing.assert_close(img[1:2], single, rtol=1e-4, atol=1e-5 * float(img.abs().max()))
