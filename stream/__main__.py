@@ -172,7 +172,7 @@ def _run(args, source, sinks, controls, fps, live) -> int:
     state = effect.new_state()
     stop = {"quit": False}
 
-    def write(frame, info=None):
+    def write(frame):
         for s in sinks:
             if s.write(frame) is False:  # the preview window was closed
                 stop["quit"] = True
@@ -190,8 +190,10 @@ def _run(args, source, sinks, controls, fps, live) -> int:
                     break
             stats = {"frames_in": n, "processed": n, "dropped": 0}
         else:
-            pipe = LatestFramePipeline(lambda f: effect.process(f, controls, state), on_output=write,
-                                       overlay=args.overlay, stage_fn=state.stats)
+            # The engine runs in the pipeline's worker; sinks are written from this (the main) thread, which
+            # GUI toolkits need for the preview window. A slow sink only makes outputs overwrite each other.
+            pipe = LatestFramePipeline(lambda f: effect.process(f, controls, state), overlay=args.overlay,
+                                       stage_fn=state.stats)
             pipe.start()
 
             def frames():
@@ -200,11 +202,21 @@ def _run(args, source, sinks, controls, fps, live) -> int:
                         return
                     yield frame
 
+            pipe.feed(frames(), fps=None if live else fps, block=False)
             try:
-                pipe.feed(frames(), fps=None if live else fps)
+                while pipe.feeding and not stop["quit"]:
+                    got = pipe.get_output(timeout=0.05)
+                    if got is not None:
+                        write(got[0])
+                        n += 1
             except KeyboardInterrupt:
                 pass
-            pipe.stop()
+            stop["quit"] = True
+            pipe.stop(drain=True)
+            got = pipe.get_output(timeout=0)
+            if got is not None:
+                write(got[0])
+                n += 1
             stats = pipe.stats()
     except KeyboardInterrupt:
         stats = {"frames_in": n, "processed": n, "dropped": 0}
@@ -213,7 +225,7 @@ def _run(args, source, sinks, controls, fps, live) -> int:
     elapsed = time.monotonic() - t_start
     s = state.stats()
     print(f"frames in {stats['frames_in']}, processed {stats['processed']}, dropped {stats['dropped']}, "
-          f"edited {s['edited']}, no face {s['no_face']}, errors {s['errors']}, {elapsed:.1f} s")
+          f"written {n}, edited {s['edited']}, no face {s['no_face']}, errors {s['errors']}, {elapsed:.1f} s")
     return 0
 
 

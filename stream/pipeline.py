@@ -128,6 +128,11 @@ class LatestFramePipeline:
         self.stop()
 
     @property
+    def feeding(self) -> bool:
+        """True while a background `feed(..., block=False)` is still submitting frames."""
+        return self._feeder is not None and self._feeder.is_alive()
+
+    @property
     def running(self) -> bool:
         return self._worker is not None and self._worker.is_alive() and not self._stopping
 
