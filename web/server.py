@@ -356,6 +356,15 @@ class WebServer:
         self.peers: dict[str, Peer] = {}
         self.executor = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="effect")
         restrict_host_candidates(self.config.ice_addresses)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Make and free one stream state now: the first browser then does not wait for the face tracker's
+        lazy imports and model load (and no peer is pinned by tracebacks those imports may keep)."""
+        state = self.binding.new_state()
+        release = getattr(state, "close", None)
+        if callable(release):
+            release()
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_OFFER_BYTES)

@@ -123,6 +123,9 @@ def test_two_peers_own_controls_and_errors_stay_with_their_client(request, faces
     _, E, deltas = build_tiny_nets()
     binding = binding_for_effect(Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas))
     assert binding.mode == "full"
+    states = []
+    make_state = binding.new_state
+    binding.new_state = lambda: states.append(make_state()) or states[-1]
     direction = binding.directions[0]
 
     async def scenario():
@@ -150,6 +153,12 @@ def test_two_peers_own_controls_and_errors_stay_with_their_client(request, faces
 
     a, b, stats = asyncio.run(scenario())
     assert stats["peers"] == 0, "closed peers must be freed"
+    import gc
+
+    from web.server import Peer
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, Peer)], "Peer objects outlived their connection"
+    assert len(states) == 3 and all(st.tracker is None for st in states), "stream states were not closed"
     for r in (a, b):
         assert r["frames"] > 10 and r["sizes"] == [(320, 240)]
         last = r["stats"][-1]
