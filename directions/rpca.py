@@ -47,7 +47,7 @@ class RPCAResult:
     """Output of :func:`rpca`.
 
     L, S:   [..., m, n] low-rank and sparse parts, in the dtype the solver ran in.
-    n_iter: [...] int64, iterations each batch element ran.
+    n_iter: [...] int64, iterations each batch element ran (all per-element tensors live on D's device).
     err:    [...] float64, final residual of each element, in the measure of the stopping rule used
             (``stop="reference"``: ‖D−L−S‖²_F/‖D‖²_F; ``stop="relative"``: ‖D−L−S‖_F/‖D‖_F).
     converged: [...] bool, whether the element met its tolerance within ``max_iter``.
@@ -73,6 +73,8 @@ def shrink(x: torch.Tensor, tau: Union[torch.Tensor, float]) -> torch.Tensor:
 
 def svd_threshold(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     """Singular value thresholding of a batch x [B, m, n] at τ [B] (one batched SVD)."""
+    if x.shape[-2] < x.shape[-1]:  # wide: decompose the tall transpose (CPU LAPACK is ~50x faster that way)
+        return svd_threshold(x.mT, tau).mT
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     s = shrink(s, tau[:, None])
     return u @ (s[..., :, None] * vh)
@@ -115,7 +117,7 @@ def rpca(
     batch_shape, (m, n) = D.shape[:-2], D.shape[-2:]
     X = D.reshape(-1, m, n)
     B = X.shape[0]
-    fdt = X.dtype
+    fdt, dev = X.dtype, X.device
 
     lmbda = float(lmbda) if lmbda is not None else 1.0 / math.sqrt(max(m, n))
     energy = X.pow(2).sum(dim=(-2, -1))  # ‖D‖²_F per element, [B]
@@ -125,17 +127,18 @@ def rpca(
     mu_inv = 1.0 / mu_t
 
     if tol is not None:
-        tol_t = torch.full((B,), float(tol), dtype=fdt)
+        tol_t = torch.full((B,), float(tol), dtype=fdt, device=dev)
     elif stop == "reference":
         tol_t = 1e-7 * torch.abs(X).pow(2).sum(dim=(-2, -1))
     else:
-        tol_t = torch.full((B,), 1e-7, dtype=fdt)
+        tol_t = torch.full((B,), 1e-7, dtype=fdt, device=dev)
 
     L = torch.zeros_like(X)
     S = torch.zeros_like(X)
     Y = torch.zeros_like(X)
-    n_iter = torch.zeros(B, dtype=torch.int64)
-    err = torch.where(nonzero, torch.full((B,), math.inf, dtype=fdt), torch.zeros(B, dtype=fdt))
+    n_iter = torch.zeros(B, dtype=torch.int64, device=dev)
+    err = torch.full((B,), math.inf, dtype=fdt, device=dev)
+    err[~nonzero] = 0.0
     active = nonzero.clone()  # an all-zero matrix is already decomposed: L = S = 0
 
     for _ in range(max_iter):
@@ -194,7 +197,7 @@ def _initial_mu(X: torch.Tensor, mu, energy: torch.Tensor, m: int, n: int) -> to
         raise ValueError(f"rpca: mu must be a positive number or one of {MU_RULES}, got {mu!r}")
     if not float(mu) > 0:
         raise ValueError(f"rpca: mu must be positive, got {mu}")
-    return torch.full((B,), float(mu), dtype=X.dtype)
+    return torch.full((B,), float(mu), dtype=X.dtype, device=X.device)
 
 
 def _residual(R: torch.Tensor, X: torch.Tensor, stop: str) -> torch.Tensor:
@@ -215,6 +218,8 @@ def pca(D, rank: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     m, n = D.shape[-2:]
     if not 1 <= rank <= min(m, n):
         raise ValueError(f"pca: rank must be in [1, min(m, n)={min(m, n)}], got {rank}")
+    if m < n:  # wide: work on the tall transpose (much faster SVD on CPU)
+        return pca(D.mT, rank).mT
     u, s, vh = torch.linalg.svd(D, full_matrices=False)
     return u[..., :, :rank] @ (s[..., :rank, None] * vh[..., :rank, :])
 

@@ -89,7 +89,7 @@ def _reference_pca_lowrank(L: torch.Tensor, rank: int, seed: int) -> torch.Tenso
     L [B, K, w_dim]. The global RNG state is restored afterwards.
     """
     out = torch.empty_like(L)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[L.device] if L.device.type == "cuda" else []):
         for b in range(L.shape[0]):
             torch.manual_seed(seed)
             u, s, v = torch.pca_lowrank(L[b], q=rank, center=False)

@@ -159,3 +159,25 @@ def test_bad_options_are_refused():
         rpca(D, mu="big")
     with pytest.raises(ValueError, match="dtype"):
         rpca(D, dtype=torch.float16)
+
+
+def test_bench_functions_small():
+    """The benchmark's own parts on small sizes (the real run is `python -m directions.bench`)."""
+    from directions.bench import bench_batching, bench_recovery
+
+    (row,) = bench_recovery(60, ["float64"], "cpu")
+    assert row["recovered_rank"] == row["rank"] == 3 and row["rel_err_L"] < 1e-5 and row["converged"]
+    rows = bench_batching(1, "cpu", layers=3, anchors=5, w_dim=32)
+    assert [r["mode"] for r in rows] == ["official rule", "tol 1e-7"]
+    assert all(r["same_iterations"] and r["max_abs_diff"] < 1e-4 for r in rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(ref):
+    D = torch.from_numpy(ref["latents"]).transpose(0, 1).double()
+    cpu = rpca(D, tol=1e-7)
+    gpu = rpca(D.cuda(), tol=1e-7)
+    assert gpu.L.device.type == "cuda" and gpu.n_iter.device.type == "cuda"
+    assert torch.all((gpu.n_iter.cpu() - cpu.n_iter).abs() <= 2)
+    torch.testing.assert_close(gpu.L.cpu(), cpu.L, rtol=1e-4, atol=1e-4)
