@@ -308,13 +308,14 @@ class Generator(nn.Module):
     # -- mapping --------------------------------------------------------------------------------------------------
 
     def mapping(self, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
-        """z [N, z_dim] -> w [N, w_dim]; truncation psi < 1 moves w toward `latent_avg` (psi = 1: unchanged)."""
+        """z [N, z_dim] -> w [N, w_dim] in z's dtype (computed in the model's); truncation psi < 1 moves w
+        toward `latent_avg` (psi = 1: unchanged)."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(
                 f"z must have shape [N, {self.z_dim}] (N, z_dim of this generator), got {list(z.shape)}"
             )
-        w = self.style(z.to(self.dtype))
-        return self.truncate(w, truncation)
+        w = self.truncate(self.style(z.to(self.dtype)), truncation)
+        return w.to(z.dtype) if z.is_floating_point() else w  # latents stay in the caller's dtype (float32)
 
     def truncate(self, ws: torch.Tensor, psi: float) -> torch.Tensor:
         """latent_avg + psi * (ws - latent_avg) for ws [..., w_dim] (w or W+); psi = 1 returns ws itself."""

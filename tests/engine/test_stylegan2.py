@@ -245,6 +245,10 @@ def test_bfloat16_model_runs_in_its_dtype(tiny_generator):
         Gb = make_tiny_generator().to(torch.bfloat16)
         out = Gb(ws)  # float32 ws are cast to the model dtype at the entry
     assert out.dtype == torch.bfloat16
+    z = torch.randn(2, Gb.z_dim)
+    with torch.no_grad():
+        assert Gb.mapping(z).dtype == torch.float32  # latents stay float32 whatever the model dtype
+        torch.testing.assert_close(Gb.mapping(z), G32.mapping(z), rtol=0.05, atol=0.05)
     assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.05
 
 
