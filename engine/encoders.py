@@ -400,7 +400,7 @@ class Encoder(nn.Module):
         return ws + self.encoder(x).to(ws.dtype)
 
     def forward(self, images: torch.Tensor, n_iters: int | None = None, return_iters: bool = False):
-        """images [N, 3, S, S] float in [-1, 1] (S = input_size) → ws [N, num_ws, w_dim] float, latent_avg included.
+        """images [N, 3, S, S] float in [-1, 1] (S = input_size) → ws [N, num_ws, w_dim] float32, latent_avg included.
 
         ReStyle: start from (latent_avg, average image) and apply `restyle_step` n_iters times (default
         `self.n_iters`). With return_iters=True, returns (ws, [Iteration(ws_i, recon_i) for each iteration]);
@@ -411,9 +411,9 @@ class Encoder(nn.Module):
         n = images.shape[0]
         if not self.is_restyle:
             codes = self.encoder(images.to(self._param_dtype())).float()
-            ws = codes + self.latent_avg if self.start_from_latent_avg else codes
+            ws = codes + self.latent_avg.float() if self.start_from_latent_avg else codes
             return (ws, [Iteration(ws, None)]) if return_iters else ws
-        ws = self.latent_avg[None].expand(n, -1, -1)
+        ws = self.latent_avg.float()[None].expand(n, -1, -1)  # latents stay float32 under a half policy
         recon = self.average_image().to(images.dtype).expand(n, -1, -1, -1)
         iters = []
         for i in range(n_iters):

@@ -149,8 +149,10 @@ def tiny_checkpoint(path: Path, encoder_type: str = "BackboneEncoder", input_nc:
 
 @pytest.mark.parametrize("encoder_type, input_nc", list(TYPES), ids=[f"{t}-{n}" for t, n in TYPES])
 def test_tiny_round_trip(tmp_path, encoder_type, input_nc):
+    import engine
+
     path, E0 = tiny_checkpoint(tmp_path / "enc.pt", encoder_type, input_nc)
-    E = load_encoder(str(path))
+    E = engine.load_encoder(str(path))  # the public entry point (engine.checkpoints forwards to this module)
     assert E.kind == TYPES[(encoder_type, input_nc)] == E0.kind
     assert type(E.encoder) is type(E0.encoder)
     assert (E.num_ws, E.w_dim, E.input_size) == (E0.num_ws, E0.w_dim, S)

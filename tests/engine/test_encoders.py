@@ -300,3 +300,22 @@ def test_bad_construction(G):
                 "restyle_psp", latent_avg=torch.zeros(G.w_dim), decoder=G)
     with pytest.raises(ValueError, match="power of two >= 32"):
         build_network("psp", input_size=48)
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["e4e", "restyle_psp"])
+def test_cuda_matches_cpu_and_half_keeps_float32_latents(images, kind):
+    E = tiny_encoder(kind, tiny_generator())
+    with torch.no_grad():
+        ref = E(images, n_iters=2 if E.is_restyle else None)
+        Ec = E.cuda()
+        out = Ec(images.cuda(), n_iters=2 if E.is_restyle else None)
+        torch.testing.assert_close(out.cpu(), ref, rtol=1e-2, atol=1e-2)  # cuDNN may use TF32
+        Eh = Ec.half()
+        half = Eh(images.cuda(), n_iters=2 if E.is_restyle else None)
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    assert (half.cpu() - ref).abs().max() < 0.05 * ref.abs().max() + 0.05
