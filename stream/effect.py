@@ -98,7 +98,7 @@ class EffectConfig:
     encoder_iters: int | None = None        # live: ReStyle steps per frame (1); paper: iterations (5)
     max_faces: int = 2                      # faces edited per frame (largest first); they are batched
     paste_size: int | None = None           # aligned crop side for paste-back; None -> the generator's resolution
-    feather: float | None = None            # paste mask feather (stream.paste units); None -> its default
+    feather_px: float | None = None         # paste mask feather in crop pixels; None -> stream.paste's default
     cuda_graphs: bool = True                # replay the per-frame network work from CUDA graphs (CUDA only)
     compile: bool = False                   # torch.compile the per-frame functions (opt-in)
     smoothing: bool = True                  # One Euro smoothing of the landmarks
@@ -703,11 +703,12 @@ class Effect:
         from stream.paste import face_mask, paste_back  # noqa: PLC0415
 
         out = frame
+        kwargs = {} if self.config.feather_px is None else {"feather_px": self.config.feather_px}
         for i, a in enumerate(aligned):
-            kwargs = {} if self.config.feather is None else {"feather": self.config.feather}
             mask = face_mask(a, a.size, **kwargs)
             out = paste_back(out, edit_u8[i], a, mask=mask, mode=mode,
-                             base_crop=None if base_u8 is None else base_u8[i])
+                             base_crop=None if base_u8 is None else base_u8[i],
+                             inplace=out is not frame)  # the first face copies the frame, the others reuse it
         return out
 
     def _draw_tracking(self, frame: np.ndarray, faces: list) -> np.ndarray:

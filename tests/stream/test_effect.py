@@ -393,3 +393,13 @@ def test_directions_loaded_from_files(tiny_nets, tmp_path, face_frame, face_land
                encoder=copy.deepcopy(E))
     out = effect.process(face_frame, Controls(directions={"smile": 2.0, "blink": 1.0}), effect.new_state())
     assert out is not face_frame
+
+
+def test_feather_setting_reaches_the_mask(tiny_nets, face_frame, face_landmarks):
+    c = Controls(directions={"smile": 3.0})
+    soft = make_effect(tiny_nets, [face_landmarks], mode="paper", feather_px=30.0)
+    hard = make_effect(tiny_nets, [face_landmarks], mode="paper", feather_px=1.0)
+    a = soft.process(face_frame, c, soft.new_state())
+    b = hard.process(face_frame, c, hard.new_state())
+    changed = lambda img: (np.abs(img.astype(int) - face_frame.astype(int)).max(axis=2) > 0)  # noqa: E731
+    assert changed(a).sum() > changed(b).sum()  # a wider feather reaches further out
