@@ -33,6 +33,9 @@ _LAZY = {
     "find_direction": "directions.files",
     "default_dir": "directions.files",
     "make_meta": "directions.files",
+    # anchoring (directions/text.py, directions/video.py)
+    "anchor_text": "directions.text",
+    "anchor_video": "directions.video",
 }
 
 __all__ = sorted(_LAZY)

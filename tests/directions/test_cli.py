@@ -184,6 +184,14 @@ def test_apply_bad_latent_and_existing_output_kept(tiny, tmp_path, capsys):
     assert out.read_bytes() == b"previous clip" and not list(tmp_path.glob(".*partial*"))
 
 
+def test_apply_missing_generator_weights_names_the_command(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MICROMOTION_HOME", str(tmp_path / "home"))
+    rc = cli.main(["apply", "--latent", str(tiny["root"] / "face.npy"), "--direction", "wave", "--dir",
+                   str(tiny["root"] / "dirs"), "--out", str(tmp_path / "c.mp4"), "-q", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "python -m engine.weights download stylegan2-ffhq" in err and err.count("\n") == 1
+
+
 # ------------------------------------------------------------------------------------------------ build dispatch
 
 
