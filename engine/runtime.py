@@ -266,7 +266,9 @@ class CudaGraphRunner:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: CUDA work of other threads (another stream's landmarks, a web worker) does not
+        # invalidate this capture; only this thread's unsafe calls do.
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             out = self.fn(*static_in)
         flat, rebuild = _flatten(out)
         self.stats["captures"] += 1
