@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -207,7 +207,8 @@ def test_truncated_checkpoint(tmp_path):
     assert "python -m engine.weights download stylegan2-ffhq" in msg
 
 
-@pytest.mark.parametrize("content", [b"", os.urandom(4096), b"<html>404 not found</html>" * 10])
+@pytest.mark.parametrize("content", [b"", random.Random(0).randbytes(4096), b"<html>404 not found</html>" * 10],
+                         ids=["empty", "random-bytes", "html-page"])
 def test_corrupt_files(tmp_path, content):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(content)
@@ -275,7 +276,7 @@ def test_missing_file_and_directory(tmp_path):
 
 def test_pkl_goes_to_the_restricted_nvidia_loader(tmp_path):
     bad = tmp_path / "network.pkl"
-    bad.write_bytes(os.urandom(2048))
+    bad.write_bytes(random.Random(1).randbytes(2048))
     with pytest.raises(CheckpointError) as info:
         load_generator(bad)
     assert "network.pkl" in str(info.value) and "\n" not in str(info.value)

@@ -243,7 +243,10 @@ def test_bfloat16_model_runs_in_its_dtype(tiny_generator):
     with torch.no_grad():
         ref = G32(ws)
         Gb = make_tiny_generator().to(torch.bfloat16)
-        out = Gb(ws)  # float32 ws are cast to the model dtype at the entry
+        out = Gb(ws)  # float32 ws are cast to the model dtype at the entry (N > 1 path)
+        out1 = Gb(ws[:1])  # N = 1 path (style folded into the filter)
+    assert out1.dtype == torch.bfloat16
+    assert (out1.float() - ref[:1]).abs().max() < 0.05 * ref.abs().max() + 0.05
     assert out.dtype == torch.bfloat16
     z = torch.randn(2, Gb.z_dim)
     with torch.no_grad():
