@@ -138,11 +138,11 @@ class PeerStats:
 class Peer:
     """One browser: its connection, stream state, controls, latest input frame and stats."""
 
-    def __init__(self, server: "WebServer", pc):
+    def __init__(self, server: "WebServer", pc, state):
         self.id = uuid.uuid4().hex[:8]
         self.server = server
         self.pc = pc
-        self.state = server.binding.new_state()
+        self.state = state                      # the binding's per-stream state (closed with the peer)
         self.controls = server.binding.parse_controls({})
         self.channel = None
         self.latest = None                      # (av.VideoFrame, arrival monotonic s) or None
@@ -413,9 +413,11 @@ class WebServer:
             return web.json_response({"error": f"server full ({self.config.max_peers} peers); try later"},
                                      status=503)
 
+        # a stream state may load a face tracker: off the event loop, other peers keep streaming meanwhile
+        state = await asyncio.get_running_loop().run_in_executor(None, self.binding.new_state)
         ice = [RTCIceServer(**s) for s in self.config.ice_servers]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
-        peer = Peer(self, pc)
+        peer = Peer(self, pc, state)
         got_video = []
 
         @pc.on("datachannel")
@@ -444,8 +446,7 @@ class WebServer:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except Exception as exc:
-            await pc.close()
-            log.info("offer refused: %s: %s", type(exc).__name__, exc)
+            await peer.close(f"offer refused: {type(exc).__name__}: {exc}")
             return _bad_request(f"malformed SDP offer: {type(exc).__name__}: {exc}")
 
         self.peers[peer.id] = peer
