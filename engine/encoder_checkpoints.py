@@ -216,7 +216,9 @@ def encoder_from_checkpoint(ckpt: Any, name: str = "checkpoint"):
     try:
         gen_cfg = infer_generator_config(dec_sd)
     except CheckpointError as exc:
-        raise CheckpointError(f"{name}: the 'decoder.*' entries are {exc}; use the full checkpoint as released") from None
+        raise CheckpointError(
+            f"{name}: the 'decoder.*' entries are {exc}; use the full checkpoint as released"
+        ) from None
     _check_sizes(kind, cfg, gen_cfg, opts, name)
     latent_avg = _latent_avg(ckpt, cfg, name)
 

@@ -232,7 +232,8 @@ def test_decoder_smaller_than_input_is_upsampled_by_the_face_pool(images):
     G = tiny_generator(resolution=16, w_dim=16)
     E = tiny_encoder("restyle_psp", G)
     with torch.no_grad():
-        ws, recon = E.restyle_step(images, E.latent_avg[None].expand(2, -1, -1), E.average_image().expand(2, -1, -1, -1))
+        start = E.latent_avg[None].expand(2, -1, -1)
+        ws, recon = E.restyle_step(images, start, E.average_image().expand(2, -1, -1, -1))
     assert recon.shape == (2, 3, S, S)
     assert torch.equal(recon[:, :, ::4, ::4], G(ws))  # adaptive pooling of a 16px image to 64 repeats pixels
 
