@@ -3,7 +3,7 @@
 (a) Recovery, after Candès, Li, Ma, Wright 2011 (Table 1): D = L0 + S0 with L0 = X·Yᵀ, X, Y n×r with
     N(0, 1/n) entries, r = 0.05·n, and S0 = ±1 on a uniformly random 5 % of the entries. Reports the
     recovered rank, ‖L−L0‖F/‖L0‖F, ‖S−S0‖F/‖S0‖F, the iterations and the time, solved to
-    ‖D−L−S‖F/‖D‖F ≤ 1e-7 (``stop="relative"``).
+    ‖D−L−S‖F/‖D‖F ≤ 1e-7 (``stop="relative"``), with the reference's fixed μ and with Lin et al.'s μ schedule.
 (b) Batching: one batched RPCA over 18 layers × (11 anchors × 512) — the shape of a text-anchored
     direction — against a Python loop over the layers of the same solver, with the official stopping rule
     (2 iterations) and run to convergence; reports time per call, speed-up and the largest difference.
@@ -45,7 +45,7 @@ def candes_problem(n: int, rank_frac: float = 0.05, sparse_frac: float = 0.05, s
     return (X @ Y.T).to(device, dtype), S0.to(device, dtype), r
 
 
-def bench_recovery(n: int, dtypes, device: str, mu_rules=("reference",), tol: float = 1e-7) -> list[dict]:
+def bench_recovery(n: int, dtypes, device: str, schedules=("fixed", "lin"), tol: float = 1e-7) -> list[dict]:
     import torch  # noqa: PLC0415
 
     from directions.rpca import numerical_rank, rpca  # noqa: PLC0415
@@ -54,15 +54,15 @@ def bench_recovery(n: int, dtypes, device: str, mu_rules=("reference",), tol: fl
     for dtype_name in dtypes:
         dtype = getattr(torch, dtype_name)
         L0, S0, r = candes_problem(n, dtype=dtype, device=device)
-        for mu in mu_rules:
+        for schedule in schedules:
             _sync(device)
             t0 = time.perf_counter()
-            res = rpca(L0 + S0, mu=mu, stop="relative", tol=tol, dtype=dtype)
+            res = rpca(L0 + S0, stop="relative", tol=tol, dtype=dtype, schedule=schedule)
             _sync(device)
             seconds = time.perf_counter() - t0
             L, S = res.L.double(), res.S.double()
             rows.append(dict(
-                n=n, rank=r, sparse_frac=0.05, dtype=dtype_name, mu=mu, device=device,
+                n=n, rank=r, sparse_frac=0.05, dtype=dtype_name, schedule=schedule, device=device,
                 recovered_rank=int(numerical_rank(L, rtol=1e-4)),
                 rel_err_L=float((L - L0.double()).norm() / L0.double().norm()),
                 rel_err_S=float((S - S0.double()).norm() / S0.double().norm()),
@@ -122,10 +122,10 @@ def bench_batching(repeats: int, device: str, layers: int = 18, anchors: int = 1
 def print_tables(recovery: list[dict], batching: list[dict]) -> None:
     if recovery:
         print("(a) RPCA recovery, Candès et al. 2011 setup (rank 0.05·n, 5% gross ±1 errors), tol 1e-7 relative")
-        print(f"{'n':>5} {'rank':>4} {'dtype':>8} {'mu':>9} {'rec.rank':>8} {'|L-L0|/|L0|':>12} "
+        print(f"{'n':>5} {'rank':>4} {'dtype':>8} {'schedule':>9} {'rec.rank':>8} {'|L-L0|/|L0|':>12} "
               f"{'|S-S0|/|S0|':>12} {'iters':>5} {'time s':>8}")
         for r in recovery:
-            print(f"{r['n']:>5} {r['rank']:>4} {r['dtype']:>8} {r['mu']:>9} {r['recovered_rank']:>8} "
+            print(f"{r['n']:>5} {r['rank']:>4} {r['dtype']:>8} {r['schedule']:>9} {r['recovered_rank']:>8} "
                   f"{r['rel_err_L']:>12.2e} {r['rel_err_S']:>12.2e} {r['n_iter']:>5} {r['seconds']:>8.2f}")
     if batching:
         print()
@@ -142,8 +142,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m directions.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500, help="matrix size of the recovery benchmark (Candès: 500)")
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
-    parser.add_argument("--mu", nargs="+", default=["reference"], choices=["reference", "candes"],
-                        help="penalty rules to compare in (a)")
+    parser.add_argument("--schedules", nargs="+", default=["fixed", "lin"], choices=["fixed", "lin"],
+                        help="μ schedules to compare in (a): fixed (reference) and Lin et al.'s continuation")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats in (b) (median reported)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda asked for but torch sees no CUDA device; use --device cpu")
         return 2
-    recovery = [] if args.skip == "recovery" else bench_recovery(args.n, args.dtypes, args.device, args.mu)
+    recovery = [] if args.skip == "recovery" else bench_recovery(args.n, args.dtypes, args.device, args.schedules)
     batching = [] if args.skip == "batching" else bench_batching(args.repeats, args.device)
     print_tables(recovery, batching)
     if args.json:

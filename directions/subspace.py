@@ -108,6 +108,7 @@ def decompose_anchors(
     tol: Optional[float] = None,          # RPCA tolerance (None → the reference's stopping rule)
     max_iter: int = 1000,                 # RPCA iteration cap
     stop: str = "reference",              # RPCA stopping rule: "reference" or "relative"
+    schedule: str = "fixed",              # RPCA μ schedule: "fixed" (reference) or "lin" (Lin et al. continuation)
     dtype: Optional[torch.dtype] = None,  # solver dtype (torch.float64 for a more exact decomposition)
 ) -> AnchorDecomposition:
     """Low-rank reconstruction of the anchors per W+ layer; every layer of every identity in one batch."""
@@ -123,7 +124,7 @@ def decompose_anchors(
     D = X.to(work).permute(0, 2, 1, 3).reshape(I * num_ws, K, w_dim)  # one K×w_dim matrix per layer
     n_iter = err = used_lmbda = None
     if method == "rpca":
-        res = rpca(D, lmbda=lmbda, mu=mu, tol=tol, max_iter=max_iter, dtype=work, stop=stop)
+        res = rpca(D, lmbda=lmbda, mu=mu, tol=tol, max_iter=max_iter, dtype=work, stop=stop, schedule=schedule)
         D = res.L
         n_iter, err, used_lmbda = res.n_iter.reshape(I, num_ws), res.err.reshape(I, num_ws), res.lmbda
         log.debug("rpca over %d layers: iterations %s", I * num_ws, res.n_iter.tolist())
@@ -139,7 +140,7 @@ def from_anchors(
     latents,                              # [K, num_ws, w_dim] or [I, K, num_ws, w_dim] (or a list of K codes)
     rank: int = 4,
     method: str = "rpca",
-    **kwargs,                             # lowrank, seed, lmbda, mu, tol, max_iter, stop, dtype: see decompose_anchors
+    **kwargs,                             # lowrank, seed, lmbda, mu, tol, max_iter, stop, schedule, dtype: see decompose_anchors
 ) -> torch.Tensor:
     """Direction ΔV [num_ws, w_dim] float32 = recon(last anchor) − recon(first anchor), averaged over identities.
 

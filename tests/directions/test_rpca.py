@@ -123,6 +123,23 @@ def test_candes_mu_option_also_recovers():
     assert float((res.L - L0).norm() / L0.norm()) < 1e-5
 
 
+def test_lin_schedule_recovers_in_fewer_iterations():
+    L0, S0 = planted(100, 5, 0.05, seed=0)
+    fixed = rpca(L0 + S0, stop="relative", tol=1e-7)
+    lin = rpca(L0 + S0, stop="relative", tol=1e-7, schedule="lin")
+    assert bool(lin.converged) and int(lin.n_iter) < int(fixed.n_iter)
+    assert float(lin.mu) == pytest.approx(1.25 / float(torch.linalg.matrix_norm(L0 + S0, ord=2)))
+    assert float((lin.L - L0).norm() / L0.norm()) < 1e-5
+    assert int(numerical_rank(lin.L, rtol=1e-4)) == 5
+    # batched with per-element μ schedules: same as one at a time
+    D = torch.stack([L0 + S0, 2 * (L0 + S0)[:, torch.randperm(100, generator=torch.Generator().manual_seed(0))]])
+    both = rpca(D, stop="relative", tol=1e-7, schedule="lin")
+    for i in range(2):
+        one = rpca(D[i], stop="relative", tol=1e-7, schedule="lin")
+        assert int(both.n_iter[i]) == int(one.n_iter)
+        torch.testing.assert_close(both.L[i], one.L, rtol=1e-9, atol=1e-9)
+
+
 def test_pca_ablation_is_truncated_svd():
     g = torch.Generator().manual_seed(5)
     A = torch.randn(4, 9, 3, generator=g) @ torch.randn(4, 3, 30, generator=g)  # batch of rank-3 matrices
@@ -159,14 +176,20 @@ def test_bad_options_are_refused():
         rpca(D, mu="big")
     with pytest.raises(ValueError, match="dtype"):
         rpca(D, dtype=torch.float16)
+    with pytest.raises(ValueError, match="schedule"):
+        rpca(D, schedule="adaptive")
+    with pytest.raises(ValueError, match="rho"):
+        rpca(D, schedule="lin", rho=1.0)
 
 
 def test_bench_functions_small():
     """The benchmark's own parts on small sizes (the real run is `python -m directions.bench`)."""
     from directions.bench import bench_batching, bench_recovery
 
-    (row,) = bench_recovery(60, ["float64"], "cpu")
-    assert row["recovered_rank"] == row["rank"] == 3 and row["rel_err_L"] < 1e-5 and row["converged"]
+    rows = bench_recovery(60, ["float64"], "cpu")
+    assert [r["schedule"] for r in rows] == ["fixed", "lin"]
+    for row in rows:
+        assert row["recovered_rank"] == row["rank"] == 3 and row["rel_err_L"] < 1e-5 and row["converged"]
     rows = bench_batching(1, "cpu", layers=3, anchors=5, w_dim=32)
     assert [r["mode"] for r in rows] == ["official rule", "tol 1e-7"]
     assert all(r["same_iterations"] and r["max_abs_diff"] < 1e-4 for r in rows)
