@@ -218,7 +218,7 @@ def test_restyle_step_continues_from_a_previous_frame(G, images):
     assert not torch.allclose(ws_new, cold)  # it really starts from the given latent, not the average
 
 
-def test_average_image_cached_and_recomputed_after_dtype_change(G):
+def test_average_image_cached_and_recomputed_after_dtype_change():
     E = tiny_encoder("restyle_psp", tiny_generator())
     a = E.average_image()
     assert E.average_image() is a
