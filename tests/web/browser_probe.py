@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"    # Debian's package
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -74,7 +76,7 @@ def probe(url: str, y4m: Path, user_dir: Path, alpha: float) -> dict:
     result: dict = {"console": []}
     with sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
-            str(user_dir), executable_path="/usr/bin/chromium", headless=True,
+            str(user_dir), executable_path=CHROMIUM, headless=True,
             args=CHROMIUM_FLAGS + [f"--use-file-for-fake-video-capture={y4m}"])
         try:
             page = ctx.new_page()

@@ -39,7 +39,7 @@ def test_gradio_webcam_tab_streams_edited_frames(request, tmp_path, faces_dir):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     from playwright.sync_api import sync_playwright
 
-    from browser_probe import CHROMIUM_FLAGS, write_face_y4m
+    from browser_probe import CHROMIUM, CHROMIUM_FLAGS, write_face_y4m
     from stream.effect import Effect, EffectConfig
     from tiny_weights import build_tiny_nets
     from web.gradio_app import build_app
@@ -55,7 +55,7 @@ def test_gradio_webcam_tab_streams_edited_frames(request, tmp_path, faces_dir):
     try:
         with sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path="/usr/bin/chromium", headless=True,
+                str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True,
                 args=CHROMIUM_FLAGS + [f"--use-file-for-fake-video-capture={y4m}"])
             try:
                 page = ctx.new_page()
