@@ -72,8 +72,9 @@ class WeightsEntry:
                  from the parameter count (float32) unless `size_note` says otherwise.
     license:     licence of the weights as far as their publishers state it.
     purpose:     what the product uses the file for.
-    kind:        "generator" | "encoder" | "identity".
-    sha256:      published sha256 (lower-case hex) or None when the publisher gives none.
+    kind:        "generator" | "encoder" | "identity" | "direction".
+    sha256:      pinned sha256 (lower-case hex): published by the publisher, or (micromotion directions) checked
+                 against the repository's git blob; None when none is known before the first download.
     sha256_note: where the hash comes from, or that none is published.
     other_sources: other places the same network is published (informational; never fetched automatically,
                  since their bytes may differ from the official file).
@@ -92,6 +93,44 @@ class WeightsEntry:
     sha256_note: str = _NOT_PUBLISHED
     size_note: str = "approximate, from the parameter count (float32)"
     other_sources: tuple[str, ...] = field(default_factory=tuple)
+
+
+# The paper's official precomputed directions (`pregen_latents/<name>/d_latent`), pinned to one commit.
+MICROMOTION_REPO = "wuqiuche/micromotion-styleGAN"
+MICROMOTION_COMMIT = "d4ff949b0d08814f49603850bb50a98346905a7b"
+MICROMOTION_RAW = f"https://raw.githubusercontent.com/{MICROMOTION_REPO}/{MICROMOTION_COMMIT}/pregen_latents"
+_MICROMOTION_LICENSE = (
+    f"MIT ({MICROMOTION_REPO}, Copyright (c) 2022 Qiucheng Wu); derived from the FFHQ StyleGAN2 generator "
+    f"({_NC})"
+)
+#: official direction name -> (sha256 of the file, git blob id prefix) at MICROMOTION_COMMIT.
+_MICROMOTION_DIRECTIONS: dict[str, tuple[str, str]] = {
+    "smile": ("f91b21a9c9bf17b49799e873c1864118d9e72510769c112e8e553aca1d6a3fd4", "8a80c9c7b8d3"),
+    "angry": ("5132218d645ef613a9148958c5286cb8b879f60c6a3145a753639f304a38f9ff", "ca311b602e41"),
+    "aging": ("b00d9bb8ab03da8d63c1b0bea89bf7e2da7c36d0a049ba10c56c7432e865fdaf", "615d9fefc410"),
+    "eyesClose": ("8d73d5175eb69fd1797fc1e6fb632d2dd51689877b0dd0241f8be2f92b6aa0fd", "2a21063d636a"),
+    "headsTurn": ("00452120b2d87dd79ac05557238970abcbdf6157819283c260944912e5e80c61", "799bffd01431"),
+}
+
+
+def _micromotion_direction(official: str) -> WeightsEntry:
+    """Manifest entry of one official direction file (torch.save of a [1, 18, 512] float32 tensor, 37624 bytes)."""
+    sha256, blob = _MICROMOTION_DIRECTIONS[official]
+    path = f"pregen_latents/{official}/d_latent"
+    return WeightsEntry(
+        name=f"micromotion-{official}",
+        filename=f"micromotion-{official}.d_latent.pt",
+        url=f"{MICROMOTION_RAW}/{official}/d_latent",
+        page=f"https://github.com/{MICROMOTION_REPO}/blob/{MICROMOTION_COMMIT}/{path}",
+        source=f"{MICROMOTION_REPO} at commit {MICROMOTION_COMMIT}, {path} (used by its main.py --category {official})",
+        approx_size_mb=37624 / 1e6,
+        size_note="exactly 37624 bytes",
+        license=_MICROMOTION_LICENSE,
+        purpose="official micromotion direction (W+ delta) for the FFHQ generator",
+        kind="direction",
+        sha256=sha256,
+        sha256_note=f"sha256 verified against the repository's git blob at that commit: blob {blob}…",
+    )
 
 
 MANIFEST: dict[str, WeightsEntry] = {
@@ -193,8 +232,14 @@ MANIFEST: dict[str, WeightsEntry] = {
             purpose="ArcFace IR-SE50 face recognition network for the identity loss",
             kind="identity",
         ),
+        *(_micromotion_direction(name) for name in _MICROMOTION_DIRECTIONS),
     )
 }
+
+#: Manifest names of the official directions, in the paper's order. `python -m directions install-official`
+#: downloads them and writes them as direction files; they are not in DEFAULT_NAMES (a raw d_latent in the
+#: weights cache is not a usable direction by itself).
+MICROMOTION_DIRECTION_NAMES: tuple[str, ...] = tuple(f"micromotion-{n}" for n in _MICROMOTION_DIRECTIONS)
 
 #: What `download --default` fetches: the generator and the live encoders used by default.
 DEFAULT_NAMES: tuple[str, ...] = ("stylegan2-ffhq", "e4e-ffhq", "restyle-psp-ffhq")
@@ -629,6 +674,8 @@ def _hash_status(name: str) -> str:
 
 
 def _fmt_size(mb: float) -> str:
+    if mb < 1:
+        return f"{mb * 1000:.0f} kB"
     return f"{mb / 1000:.2f} GB" if mb >= 1000 else f"{mb:.0f} MB"
 
 
@@ -646,11 +693,12 @@ def _cmd_list(out, long: bool = False) -> int:
         for name, e in MANIFEST.items():
             print(f"\n{name}: {e.filename}\n  url:     {e.url}\n  page:    {e.page}\n  source:  {e.source}"
                   f"\n  license: {e.license}\n  size:    ~{_fmt_size(e.approx_size_mb)} ({e.size_note})"
-                  f"\n  sha256:  {e.sha256 or e.sha256_note}", file=out)
+                  f"\n  sha256:  {f'{e.sha256} ({e.sha256_note})' if e.sha256 else e.sha256_note}", file=out)
             for other in e.other_sources:
                 print(f"  also:    {other}", file=out)
     print(f"\ncache: {cache_dir()}   (* = downloaded by `download --default`)", file=out)
-    print("sha256: no publisher above publishes one; a file's hash is recorded at its first download "
+    print("sha256: the micromotion-* directions carry a pinned sha256 (checked against the repository's git "
+          "blobs); no other publisher above publishes one: a file's hash is recorded at its first download "
           f"({HASHES_FILE}) and checked by `verify` ever after.", file=out)
     return 0
 
