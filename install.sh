@@ -2,7 +2,8 @@
 # Set up micromotion in ./.venv from this repository's own files.
 #   bash install.sh            runtime + test dependencies (Python packages)
 #   bash install.sh --test     also Debian's chromium (browser tests) and iproute2 (loopback-only netns)
-#   bash install.sh --weights  also download the default pretrained weights (needs internet)
+#   bash install.sh --weights  also download the default pretrained weights and the paper's official
+#                              directions (needs internet)
 set -euo pipefail
 cd "$(dirname "$0")"
 want_test=0; want_weights=0
@@ -32,5 +33,6 @@ if [ "$want_test" = 1 ]; then
 fi
 if [ "$want_weights" = 1 ]; then
   .venv/bin/python -m engine.weights download --default
+  .venv/bin/python -m directions install-official
 fi
 echo "micromotion: environment ready in .venv"

@@ -4,6 +4,7 @@
     python -m directions build --name blink --video clip.mp4
     python -m directions show smile [--png smile.png]      # per-layer energy: table + bar plot
     python -m directions list [--dir DIR]
+    python -m directions install-official [NAME ...] [--dir DIR] [--base-url URL]   # the paper's 5 directions
     python -m directions apply --latent face.npy --direction smile --alpha 5 --frames 100 --out clip.mp4
 
 `apply` renders G(V + α·t·ΔV) for t from 0 to 1 over the frames (the paper's offline micromotion video) and
@@ -254,6 +255,12 @@ def cmd_build(args) -> int:
     return build.run(args)
 
 
+def cmd_install_official(args) -> int:
+    from directions import official  # noqa: PLC0415
+
+    return official.run(args)
+
+
 def _build_module():
     try:
         import directions.build as build  # noqa: PLC0415
@@ -277,6 +284,15 @@ def make_parser(argv=None) -> argparse.ArgumentParser:
     if argv is not None and "build" in argv[:2]:
         _build_module().add_arguments(p)
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("install-official", help="download the paper's five official directions into the directions dir",
+                       description="download the paper's official directions (smile, angry, aging, eyesClose, "
+                                   "headsTurn), check their sha256 and write them as direction files "
+                                   "(directions/official.py)")
+    from directions import official  # noqa: PLC0415 (standard library only at import)
+
+    official.add_arguments(p)
+    p.set_defaults(func=cmd_install_official)
 
     p = sub.add_parser("show", help="per-layer energy of a direction (table, optional PNG)")
     p.add_argument("file", help="direction file or name (looked up in --dir)")
