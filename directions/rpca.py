@@ -175,7 +175,7 @@ def rpca(
         Sa = shrink(Xa - La + mi * Ya, mi * lmbda)
         R = Xa - La - Sa
         Ya = Ya + ma * R
-        ea = _residual(R, Xa if whole else X[idx], stop)
+        ea = _residual(R, Xa, stop)
 
         if whole:
             L, S, Y = La, Sa, Ya
