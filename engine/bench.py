@@ -120,6 +120,15 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def report(table: str, result: dict, json_path: str | None) -> None:
+    """Print a benchmark's table; when `json_path` is given also write `result` there as JSON (indent 2)."""
+    print(table)
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {json_path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
@@ -141,11 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(result))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
+    report(format_table(result), result, args.json)
     return 0
 
 

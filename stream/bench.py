@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import platform
 import statistics
@@ -28,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from engine.bench import report
 from stream.effect import STAGES
 
 log = logging.getLogger(__name__)
@@ -171,11 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(result))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
+    report(format_table(result), result, args.json)
     return 0
 
 
