@@ -12,6 +12,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from stream.closing import Closeable
+
 logger = logging.getLogger(__name__)
 
 # Audio codecs the mp4 muxer takes as they are; anything else is re-encoded to AAC.
@@ -29,18 +31,9 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-class Sink:
+class Sink(Closeable):
     def write(self, frame_bgr: np.ndarray, timestamp_s: Optional[float] = None) -> None:  # pragma: no cover
         raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class PreviewSink(Sink):

@@ -14,13 +14,15 @@ from typing import Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
+from stream.closing import Closeable
+
 logger = logging.getLogger(__name__)
 
 Frame = Tuple[np.ndarray, float]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jp2"}
 
 
-class Source:
+class Source(Closeable):
     """Base: iterate (frame_bgr, timestamp_s); ``width``, ``height``, ``fps`` (None: unknown),
     ``frame_count`` (None: unknown or endless)."""
     width: int = 0
@@ -30,15 +32,6 @@ class Source:
 
     def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class WebcamSource(Source):
