@@ -1,4 +1,4 @@
-"""Session-wide test helpers: where ../shared lives, and seeded, single-threaded torch."""
+"""Session-wide test helpers: where ../shared lives, seeded single-threaded torch, an isolated $MICROMOTION_HOME."""
 from __future__ import annotations
 
 import os
@@ -35,3 +35,16 @@ def faces_dir(shared_dir) -> Path:
 @pytest.fixture(scope="session")
 def official_directions_dir(shared_dir) -> Path:
     return shared_dir / "reference" / "micromotion_directions"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty $MICROMOTION_HOME under tmp_path, no weights mirror override, no proxies: 127.0.0.1 is reached
+    directly (downloads in tests go to a local HTTP server only)."""
+    h = tmp_path / "mmhome"
+    monkeypatch.setenv("MICROMOTION_HOME", str(h))
+    monkeypatch.delenv("MICROMOTION_WEIGHTS_BASE_URL", raising=False)
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    return h

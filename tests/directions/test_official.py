@@ -24,17 +24,6 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "mmhome"
-    monkeypatch.setenv("MICROMOTION_HOME", str(h))
-    monkeypatch.delenv("MICROMOTION_WEIGHTS_BASE_URL", raising=False)
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    return h
-
-
-@pytest.fixture
 def mirror(tmp_path, official_directions_dir):
     """A copy of the official files as <root>/<name>/d_latent, served over HTTP on 127.0.0.1."""
     root = tmp_path / "pregen_latents"

@@ -103,17 +103,6 @@ def server():
     s.close()
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "mmhome"
-    monkeypatch.setenv("MICROMOTION_HOME", str(h))
-    monkeypatch.delenv("MICROMOTION_WEIGHTS_BASE_URL", raising=False)
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    return h
-
-
 def _payload(n: int, seed: int) -> bytes:
     out, block = bytearray(), hashlib.sha256(str(seed).encode()).digest()
     while len(out) < n:
