@@ -383,6 +383,7 @@ class Effect:
         self.G = self.E = None
         self.deltas = None
         self._names: list[str] = []
+        self._direction_meta: dict[str, dict] = {}   # name -> the direction file's metadata (if any)
         self.paste_size = config.paste_size or 256
         if generator is None and encoder is None and directions is None and getattr(self, "_tracking_only", False):
             return
@@ -421,6 +422,24 @@ class Effect:
     def available_directions(self) -> list[str]:
         """Names accepted in `Controls.directions`."""
         return list(self._names)
+
+    def direction_info(self) -> dict[str, dict]:
+        """Read-only hints per loaded direction, from its file's metadata: {name: {"alpha_range": [lo, hi] or
+        None, "alpha_default": float or None, "method": str or None}}. Directions given as bare tensors have
+        all three None; tracking-only -> {}. A UI hint only: `Controls` accepts any |alpha| <= MAX_ALPHA."""
+        out = {}
+        for name in self._names:
+            meta = self._direction_meta.get(name, {})
+            lo_hi = meta.get("alpha_range")
+            default = meta.get("alpha_default")
+            out[name] = {
+                "alpha_range": [float(v) for v in lo_hi] if isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lo_hi) else None,
+                "alpha_default": float(default) if isinstance(default, (int, float))
+                and not isinstance(default, bool) else None,
+                "method": meta.get("method") if isinstance(meta.get("method"), str) else None,
+            }
+        return out
 
     def new_tracker(self):
         """A per-stream `stream.tracking.FaceTracker` (landmarker, One Euro smoothing, alignment at paste size)."""
@@ -484,11 +503,12 @@ class Effect:
 
         items: list[tuple[str, Any]] = []
         if directions is None:
-            items = [(d.name, d.delta) for d in _load_direction_files(self.config, self.G)]
-        elif isinstance(directions, Mapping):
+            directions = _load_direction_files(self.config, self.G)
+        if isinstance(directions, Mapping):
             items = list(directions.items())
         else:
             items = [(d.name, d.delta) for d in directions]
+            self._direction_meta = {str(d.name): dict(getattr(d, "meta", None) or {}) for d in directions}
         names, deltas = [], []
         for name, delta in items:
             delta = torch.as_tensor(delta).detach().float()

@@ -19,6 +19,11 @@ Messages on the data channel (JSON, one object per message):
                     "dropped", "errors", "controls": {...as applied...}, "size": [w, h]}
                    {"type": "controls_ok", "controls": {...}}   {"type": "pong", "t": ...}
                    {"type": "error", "message": "..."}          (to that client only)
+
+GET /config → {"iceServers", "directions": [names], "alpha": {name: {"min", "max", "step", "default",
+"method", "source"}}, "mode", "notice"}: the page's α slider takes min/max/step/default from the picked
+direction's file (`alpha_range`, `alpha_default`; fallback [0, 5]). The range is a hint: the server only
+refuses non-finite α or |α| > 100 (`stream.effect.Controls`).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -41,6 +47,8 @@ log = logging.getLogger("web.server")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_OFFER_BYTES = 256 * 1024          # an SDP offer is a few kB; anything this big is not one
+DEFAULT_ALPHA_RANGE = (0.0, 5.0)      # α slider range for a direction whose file records none
+MAX_HINT_ALPHA = 100.0                # |α| bound of a usable hint (= stream.effect.MAX_ALPHA: the server's limit)
 
 
 @dataclass
@@ -54,6 +62,51 @@ class EffectBinding:
     mode: str = "full"                            # "full" | "tracking" | "demo"
     notice: str | None = None                     # shown on the page (e.g. the weights command)
     controls_to_dict: Callable[[Any], dict] | None = None
+    direction_info: dict = field(default_factory=dict)  # name -> {"alpha_range", "alpha_default", "method"}
+
+
+def _nice_step(span: float) -> float:
+    """A round slider step giving ~100-250 positions over `span` (1, 2 or 5 times a power of ten)."""
+    raw = span / 100.0
+    power = 10.0 ** math.floor(math.log10(raw))
+    k = next(k for k in (5.0, 2.0, 1.0) if k * power <= raw * (1 + 1e-9))
+    return float(f"{k * power:.6g}")
+
+
+def alpha_hint(info: dict | None) -> dict:
+    """The α slider for one direction: {"min", "max", "step", "default", "method", "source"}.
+
+    info: `Effect.direction_info()[name]` (or None). The file's `alpha_range` [lo, hi] is used when it is two
+    finite numbers lo < hi within ±MAX_HINT_ALPHA, else DEFAULT_ALPHA_RANGE ("source": "fallback"). The default
+    is the file's `alpha_default` when it lies in the range, else the middle of the range's non-negative part
+    ([0, 5] → 2.5, [-3, 3] → 1.5: a midpoint of 0 would be no edit at all). This is a UI hint only: the server
+    accepts any finite |α| <= 100 (`stream.effect.Controls`), whatever the range says.
+    """
+    info = info or {}
+    rng = info.get("alpha_range")
+    source = "file"
+    try:
+        lo, hi = (float(v) for v in rng)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and max(-lo, hi) <= MAX_HINT_ALPHA):
+            raise ValueError
+    except (TypeError, ValueError):
+        if rng is not None:
+            log.warning("ignoring unusable alpha_range %r; the slider uses %s", rng, list(DEFAULT_ALPHA_RANGE))
+        lo, hi = DEFAULT_ALPHA_RANGE
+        source = "fallback"
+    default = info.get("alpha_default")
+    if not (isinstance(default, (int, float)) and not isinstance(default, bool) and lo <= default <= hi):
+        default = (max(lo, 0.0) + hi) / 2 if hi > 0 else (lo + hi) / 2
+    step = _nice_step(hi - lo)
+    default = round(round(float(default) / step) * step, 6)
+    return {"min": lo, "max": hi, "step": step, "default": min(max(default, lo), hi),
+            "method": info.get("method"), "source": source}
+
+
+def alpha_hints(names: list[str], direction_info: dict | None = None) -> dict:
+    """{name: alpha_hint(...)} for every direction the page offers (missing metadata → the fallback)."""
+    direction_info = direction_info or {}
+    return {name: alpha_hint(direction_info.get(name)) for name in names}
 
 
 @dataclass
@@ -383,6 +436,7 @@ class WebServer:
         return web.json_response({
             "iceServers": self.config.ice_servers,
             "directions": list(self.binding.directions),
+            "alpha": alpha_hints(list(self.binding.directions), self.binding.direction_info),
             "mode": self.binding.mode,
             "notice": self.binding.notice,
         })
@@ -520,7 +574,20 @@ def binding_for_effect(effect, mode: str | None = None, notice: str | None = Non
         mode=mode or ("tracking" if tracking else "full"),
         notice=notice if notice is not None else getattr(effect, "notice", None),
         controls_to_dict=lambda c: c.to_dict(),
+        direction_info=effect_direction_info(effect),
     )
+
+
+def effect_direction_info(effect) -> dict:
+    """`effect.direction_info()` when the effect has it (stream.effect.Effect), else {} (→ fallback hints)."""
+    info = getattr(effect, "direction_info", None)
+    if not callable(info):
+        return {}
+    try:
+        return dict(info())
+    except Exception:  # a hint must never stop the server
+        log.warning("direction_info() failed; the α sliders use the fallback range", exc_info=True)
+        return {}
 
 
 def load_binding(args) -> EffectBinding:

@@ -211,3 +211,72 @@ def test_config_advertises_ice_servers_only_when_given():
 
     status, cfg = asyncio.run(scenario())
     assert status == 200 and cfg["iceServers"] == [{"urls": ["stun:stun.example.org:3478"]}]
+
+
+def test_config_carries_each_directions_alpha_range_from_its_file(tmp_path):
+    """Tiny direction FILES with different metadata → /config "alpha" per direction (range, default, step);
+    a file without a range gets the fallback [0, 5]. The range is a UI hint: the server still takes any
+    finite |α| <= 100 and refuses NaN / absurd magnitudes."""
+    import torch
+
+    from directions.files import Direction, save
+    from stream.effect import Effect, EffectConfig
+    from tiny_weights import build_tiny_nets
+    from web.server import binding_for_effect
+
+    G, E, _ = build_tiny_nets()
+    metas = {
+        "official_smile": {"method": "official", "alpha_range": [0.0, 10.0], "alpha_default": 5.0},
+        "ifg_age": {"method": "interfacegan", "alpha_range": [-3.0, 3.0]},
+        "video_blink": {"method": "video", "alpha_range": [0.0, 2.0], "alpha_default": 7.0},  # default outside
+        "bare": {"source": "no range recorded"},
+    }
+    folder = tmp_path / "directions"
+    folder.mkdir()
+    gen = torch.Generator().manual_seed(3)
+    for name, meta in metas.items():
+        save(Direction(name, torch.randn(G.num_ws, G.w_dim, generator=gen), meta), folder / name)
+    effect = Effect(EffectConfig(device="cpu", directions_dir=str(folder)), encoder=E)
+    info = effect.direction_info()
+    assert info["official_smile"] == {"alpha_range": [0.0, 10.0], "alpha_default": 5.0, "method": "official"}
+    assert info["bare"] == {"alpha_range": None, "alpha_default": None, "method": None}
+    binding = binding_for_effect(effect)
+
+    async def scenario():
+        server, runner, url = await _serve(binding)
+        try:
+            return await _get(f"{url}/config")
+        finally:
+            await runner.cleanup()
+
+    status, cfg = asyncio.run(scenario())
+    assert status == 200 and sorted(cfg["directions"]) == sorted(metas)
+    alpha = cfg["alpha"]
+    assert set(alpha) == set(metas)
+    pick = {name: (h["min"], h["max"], h["default"], h["step"], h["source"]) for name, h in alpha.items()}
+    assert pick["official_smile"] == (0.0, 10.0, 5.0, 0.1, "file")
+    assert pick["ifg_age"] == (-3.0, 3.0, 1.5, 0.05, "file")      # no default: middle of the positive part
+    assert pick["video_blink"] == (0.0, 2.0, 1.0, 0.02, "file")    # a default outside the range is ignored
+    assert pick["bare"] == (0.0, 5.0, 2.5, 0.05, "fallback")
+    assert alpha["official_smile"]["method"] == "official" and alpha["bare"]["method"] is None
+
+    # the suggested range does not bind the server: α = 20 on a [0, 2] direction is accepted ...
+    assert binding.parse_controls({"directions": {"video_blink": 20.0}}).directions == {"video_blink": 20.0}
+    assert binding.parse_controls({"directions": {"ifg_age": -9.0}}).directions == {"ifg_age": -9.0}
+    # ... while non-finite or absurd values are refused with one line, as before
+    for bad in (float("nan"), float("inf"), 1e6):
+        with pytest.raises(ValueError, match="finite number"):
+            binding.parse_controls({"directions": {"video_blink": bad}})
+
+
+def test_alpha_hint_fallbacks_for_unusable_metadata():
+    from web.server import alpha_hint, alpha_hints
+
+    for bad in (None, [1.0, 1.0], [5.0, 0.0], [0.0, float("nan")], [0.0, 1e6], "wide", [1.0]):
+        h = alpha_hint({"alpha_range": bad})
+        assert (h["min"], h["max"], h["default"], h["source"]) == (0.0, 5.0, 2.5, "fallback"), bad
+    assert alpha_hint(None)["source"] == "fallback"
+    h = alpha_hint({"alpha_range": [-4.0, -1.0]})                 # an all-negative range: its middle
+    assert (h["min"], h["max"], h["default"]) == (-4.0, -1.0, -2.5)
+    # the demo effect's directions carry no metadata: each gets the fallback
+    assert {n: v["max"] for n, v in alpha_hints(["a", "b"], {}).items()} == {"a": 5.0, "b": 5.0}
