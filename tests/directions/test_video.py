@@ -9,12 +9,7 @@ import torch
 from directions.video import anchor_video, crops_to_tensor, describe_tried, read_video_frames, select_frames
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_encoder(G, input_size=64):
