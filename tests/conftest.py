@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+if str(Path(__file__).resolve().parent) not in sys.path:  # shared helper modules here import by plain name
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 SHARED = Path(os.environ.get("MICROMOTION_SHARED", REPO.parent / "shared")).resolve()
 
 

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from noisy_generator import noisy_generator
+
 from directions import __main__ as cli
 from directions.files import Direction, layer_energy, load, make_meta, save
 
@@ -18,14 +20,7 @@ RES, W_DIM = 32, 8  # tiny generator: num_ws = 2·log2(32) − 2 = 8
 
 
 def _tiny_generator(seed=0):
-    from engine.stylegan2 import Generator
-
-    torch.manual_seed(seed)
-    G = Generator(RES, w_dim=W_DIM, z_dim=W_DIM, n_mapping=2, channel_multiplier=1, channel_max=16)
-    with torch.no_grad():
-        for p in G.parameters():
-            p.copy_(torch.randn_like(p) * 0.5)
-    return G.eval()
+    return noisy_generator(RES, W_DIM, seed)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from noisy_generator import noisy_generator
+
 from engine import __main__ as cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,14 +20,7 @@ RES, W_DIM = 16, 8  # tiny generator: num_ws = 2 log2(16) - 2 = 6
 
 
 def _tiny_generator(seed=0):
-    from engine.stylegan2 import Generator
-
-    torch.manual_seed(seed)
-    G = Generator(RES, w_dim=W_DIM, z_dim=W_DIM, n_mapping=2, channel_multiplier=1, channel_max=16)
-    with torch.no_grad():
-        for p in G.parameters():
-            p.copy_(torch.randn_like(p) * 0.5)
-    return G.eval()
+    return noisy_generator(RES, W_DIM, seed)
 
 
 @pytest.fixture(scope="module")
