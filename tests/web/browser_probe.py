@@ -70,6 +70,12 @@ STATE_JS = """() => {
 }"""
 
 
+SLIDER_JS = """() => { const a = document.getElementById('alpha');
+  return {min: parseFloat(a.min), max: parseFloat(a.max), step: parseFloat(a.step), value: parseFloat(a.value),
+          shown: document.getElementById('alpha-value').textContent,
+          direction: document.getElementById('direction').value}; }"""
+
+
 def probe(url: str, y4m: Path, user_dir: Path, alpha: float) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -117,6 +123,16 @@ def probe(url: str, y4m: Path, user_dir: Path, alpha: float) -> dict:
             result["centre_after"] = page.evaluate(CENTRE_MEAN_JS)
             result["diff_after"] = sum(page.evaluate(DIFF_JS) for _ in range(5)) / 5
             result["after_change"] = page.evaluate(STATE_JS)
+            result["sliders"] = {}
+            if directions:
+                # the α slider follows the picked direction's suggested range (GET /config "alpha")
+                result["sliders"][directions[0]] = page.evaluate(SLIDER_JS)
+                for other in directions[1:]:
+                    page.select_option("#direction", other)
+                    result["sliders"][other] = page.evaluate(SLIDER_JS)
+                    page.wait_for_function(f"""() => {{ const s = window.micromotion.lastStats;
+                        return s && {json.dumps(other)} in (s.controls.directions || {{}}); }}""", timeout=20000)
+                    result["echo_after_pick"] = page.evaluate("window.micromotion.lastStats.controls")
             # an unknown direction: the error comes back to this page only
             page.evaluate("""() => window.micromotion.sendControls({directions: {no_such_direction: 1.0}})""")
             page.wait_for_function("window.micromotion.lastError !== null", timeout=10000)

@@ -86,3 +86,17 @@ def test_browser_full_effect_tiny_weights_alpha_slider_edits_the_face(tmp_path, 
     assert report["after_change"]["stats"]["effect"]["edited"] > 0
     # α = 0 in residual paste leaves the camera picture; α = 4 moves the face away from it
     assert report["diff_after"] > report["diff_before"] + 3, (report["diff_before"], report["diff_after"])
+    # the α slider follows each direction file's suggested range (tiny_weights.TINY_DIRECTION_META):
+    # eyes_closing [0, 8] (no default), smile [0, 10] default 5; picking smile moves the slider to 5 and sends it
+    from tiny_weights import TINY_DIRECTION_META
+
+    sliders = report["sliders"]
+    assert set(sliders) == set(TINY_DIRECTION_META)
+    for name, slider in sliders.items():
+        assert [slider["min"], slider["max"]] == TINY_DIRECTION_META[name]["alpha_range"], (name, slider)
+        assert slider["direction"] == name
+    first, picked = report["direction"], [n for n in sliders if n != report["direction"]][0]
+    assert sliders[first]["value"] == 4.0                      # the value the test set, within [0, 8]
+    expected = TINY_DIRECTION_META[picked].get("alpha_default", sum(TINY_DIRECTION_META[picked]["alpha_range"]) / 2)
+    assert sliders[picked]["value"] == expected
+    assert report["echo_after_pick"]["directions"] == {picked: expected}

@@ -7,6 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 RES = 64
+# different suggested α ranges per tiny direction file (the page's slider follows them)
+TINY_DIRECTION_META = {
+    "smile": {"method": "official", "alpha_range": [0.0, 10.0], "alpha_default": 5.0},
+    "eyes_closing": {"method": "text", "alpha_range": [0.0, 8.0]},
+}
 
 
 def build_tiny_nets(seed: int = 0):
@@ -44,7 +49,8 @@ def write_tiny_weights(folder: Path) -> dict:
     }
     torch.save(ckpt, folder / "encoder.pt")
     for name, delta in deltas.items():
-        save(Direction(name, delta, {"source": "tiny random test direction"}), folder / "directions" / name)
+        meta = {"source": "tiny random test direction", **TINY_DIRECTION_META.get(name, {})}
+        save(Direction(name, delta, meta), folder / "directions" / name)
     return {"encoder": folder / "encoder.pt", "directions_dir": folder / "directions", "names": sorted(deltas)}
 
 

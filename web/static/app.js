@@ -26,6 +26,34 @@ function currentControls() {
   };
 }
 
+// The α slider follows the picked direction's suggested range (GET /config "alpha": min/max/step/default from
+// the direction file's metadata). A hint only: the server accepts any finite |α| <= 100.
+function alphaHint(name) {
+  const hints = (mm.config && mm.config.alpha) || {};
+  return hints[name] || { min: 0, max: 5, step: 0.05, default: 2.5 };
+}
+
+function decimals(step) {
+  const s = String(step);
+  return s.includes(".") ? Math.min(s.split(".")[1].length, 3) : 0;
+}
+
+function showAlpha() {
+  const a = $("alpha");
+  $("alpha-value").textContent = parseFloat(a.value).toFixed(decimals(a.step));
+}
+
+// value: "default" → the direction's suggested α; "rest" → 0 clamped into the range (the page starts unedited)
+function applyAlphaRange(name, value) {
+  const h = alphaHint(name), a = $("alpha");
+  a.min = h.min; a.max = h.max; a.step = h.step;
+  a.value = value === "default" ? h.default : Math.min(Math.max(0, h.min), h.max);
+  $("alpha-min").textContent = h.min;
+  $("alpha-max").textContent = h.max;
+  showAlpha();
+}
+mm.applyAlphaRange = applyAlphaRange;
+
 function sendControls(controls) {
   if (!mm.dc || mm.dc.readyState !== "open") return false;
   mm.dc.send(JSON.stringify({ type: "controls", controls: controls || currentControls() }));
@@ -155,12 +183,14 @@ async function init() {
     opt.value = opt.textContent = name;
     select.appendChild(opt);
   }
+  applyAlphaRange(select.value, "rest");
   const onChange = () => {
-    $("alpha-value").textContent = parseFloat($("alpha").value).toFixed(1);
+    showAlpha();
     $("period-value").textContent = `${parseFloat($("period").value).toFixed(1)} s`;
     sendControls();
   };
-  for (const id of ["alpha", "period", "direction", "animate", "enabled"]) $(id).addEventListener("input", onChange);
+  for (const id of ["alpha", "period", "animate", "enabled"]) $(id).addEventListener("input", onChange);
+  $("direction").addEventListener("change", () => { applyAlphaRange(select.value, "default"); onChange(); });
   $("start").addEventListener("click", start);
   $("stop").addEventListener("click", stop);
   mm.ready = true;
