@@ -128,6 +128,17 @@ def make_controls(effect, direction: str | None, alpha: float, **kw):
     return Controls.from_dict({"directions": directions, **kw}, effect.available_directions)
 
 
+def alpha_slider_for(effect, direction: str | None) -> dict:
+    """Slider settings {"minimum", "maximum", "step", "value"} for `direction`: the suggested range and default
+    from its file's metadata (`web.server.alpha_hint`; fallback [0, 5]). A hint only: `Controls` accepts any
+    finite |α| <= 100."""
+    from web.server import alpha_hint, effect_direction_info
+
+    info = effect_direction_info(effect).get(direction) if direction else None
+    h = alpha_hint(info)
+    return {"minimum": h["min"], "maximum": h["max"], "step": h["step"], "value": h["default"]}
+
+
 def micromotion_frames(effect, image_bgr: np.ndarray, direction: str | None, alpha: float,
                        n_frames: int = 16, warmup: int = 5) -> list[np.ndarray]:
     """The paper's micromotion of one photo: frame i is V0 + α·t_i·ΔV with t_i = i / (n_frames − 1).
@@ -296,12 +307,20 @@ def build_app(effect, notice: str | None = None, limits: Limits = Limits()):
             return gr.Dropdown(choices=names, value=default, label="direction",
                                info=None if names else "no direction files installed")
 
+        def alpha_slider(direction_box):
+            """An α slider whose range and value follow the direction picked in `direction_box`."""
+            slider = gr.Slider(**alpha_slider_for(effect, default), label="α (strength)",
+                               info="suggested range of the chosen direction")
+            direction_box.change(lambda d: gr.Slider(**alpha_slider_for(effect, d or None)), direction_box, slider,
+                                 api_visibility="private", queue=False)
+            return slider
+
         with gr.Tab("Photo"):
             with gr.Row():
                 with gr.Column():
                     photo = gr.Image(type="filepath", label="face photo", sources=["upload"])
                     p_dir = direction_picker()
-                    p_alpha = gr.Slider(-10, 10, value=3.0, step=0.1, label="α (strength)")
+                    p_alpha = alpha_slider(p_dir)
                     p_n = gr.Slider(4, 48, value=16, step=1, label="frames")
                     p_go = gr.Button("Render micromotion", variant="primary")
                 with gr.Column():
@@ -315,7 +334,7 @@ def build_app(effect, notice: str | None = None, limits: Limits = Limits()):
                 with gr.Column():
                     clip = gr.Video(label="clip (its audio is kept)", sources=["upload"])
                     c_dir = direction_picker()
-                    c_alpha = gr.Slider(-10, 10, value=3.0, step=0.1, label="α (strength)")
+                    c_alpha = alpha_slider(c_dir)
                     c_anim = gr.Checkbox(value=True, label="animate (t sweeps 0 → 1 → 0)")
                     c_period = gr.Slider(0.5, 6.0, value=2.0, step=0.1, label="period (s)")
                     c_go = gr.Button("Edit clip", variant="primary")
@@ -331,7 +350,7 @@ def build_app(effect, notice: str | None = None, limits: Limits = Limits()):
                 w_out = gr.Image(label="edited")
             with gr.Row():
                 w_dir = direction_picker()
-                w_alpha = gr.Slider(-10, 10, value=3.0, step=0.1, label="α (strength)")
+                w_alpha = alpha_slider(w_dir)
                 w_anim = gr.Checkbox(value=True, label="animate")
                 w_period = gr.Slider(0.5, 6.0, value=2.0, step=0.1, label="period (s)")
             cam.stream(on_webcam, [cam, w_dir, w_alpha, w_anim, w_period, session], [w_out, session],

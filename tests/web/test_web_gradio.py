@@ -201,3 +201,39 @@ def test_gradio_api_clip_and_refusal_over_loopback(request, tiny_effect, face_cl
             client.predict(handle_file(str(text)), "smile", 3.0, True, 2.0, api_name="/clip")
     finally:
         app.close()
+
+
+def test_alpha_slider_follows_the_chosen_direction(tmp_path):
+    """Each tab's α slider starts at the first direction's suggested range and, on a direction change, takes
+    the new direction's range and default (from its file's metadata; fallback [0, 5] without one)."""
+    import torch
+
+    from directions.files import Direction, load, save
+    from stream.effect import Effect, EffectConfig
+    from tiny_weights import build_tiny_nets
+    from web.gradio_app import alpha_slider_for, build_app
+
+    G, E, _ = build_tiny_nets()
+    metas = {"a_official": {"method": "official", "alpha_range": [0.0, 10.0], "alpha_default": 5.0},
+             "b_video": {"method": "video", "alpha_range": [0.0, 2.0]},
+             "c_bare": {}}
+    gen = torch.Generator().manual_seed(5)
+    dirs = [load(save(Direction(n, torch.randn(G.num_ws, G.w_dim, generator=gen), m), tmp_path / n))
+            for n, m in metas.items()]
+    effect = Effect(EffectConfig(device="cpu"), encoder=E, directions=dirs)
+    assert alpha_slider_for(effect, "a_official") == {"minimum": 0.0, "maximum": 10.0, "step": 0.1, "value": 5.0}
+    assert alpha_slider_for(effect, "b_video") == {"minimum": 0.0, "maximum": 2.0, "step": 0.02, "value": 1.0}
+    assert alpha_slider_for(effect, "c_bare") == {"minimum": 0.0, "maximum": 5.0, "step": 0.05, "value": 2.5}
+    assert alpha_slider_for(effect, None)["maximum"] == 5.0
+
+    app = build_app(effect)
+    sliders = [b for b in app.blocks.values() if type(b).__name__ == "Slider" and b.label == "α (strength)"]
+    assert len(sliders) == 3 and all((s.minimum, s.maximum, s.value) == (0.0, 10.0, 5.0) for s in sliders)
+    changes = [fn for fn in app.fns.values()
+               if any(t[1] == "change" for t in fn.targets) and fn.outputs and fn.outputs[0] in sliders]
+    assert len(changes) == 3 and {id(fn.outputs[0]) for fn in changes} == {id(s) for s in sliders}
+    for fn in changes:
+        assert type(fn.inputs[0]).__name__ == "Dropdown"
+        update = fn.fn("b_video")
+        assert (update.minimum, update.maximum, update.step, update.value) == (0.0, 2.0, 0.02, 1.0)
+        assert fn.fn("c_bare").maximum == 5.0
