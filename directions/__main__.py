@@ -18,6 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
+from engine.__main__ import UserError as EngineUserError, images_to_uint8, read_latent
+
 log = logging.getLogger("directions")
 
 CODECS = ("libx264", "mpeg4")  # first one the installed FFmpeg can encode wins
@@ -38,26 +40,11 @@ def _resolve_direction(name_or_path: str, folder: str | None):
 
 
 def _read_latent(path: str):
-    """W+ latent from .npy / .npz (one array, or key 'w'/'ws'/'latent') → float32 numpy."""
-    import numpy as np  # noqa: PLC0415
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"latent file not found: {p}")
+    """W+ latent from .npy / .npz (one array, or key 'w'/'ws'/'latent') → float32 numpy (engine's reader)."""
     try:
-        data = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise UserError(f"cannot read latent {p} ({str(err).splitlines()[0]}); save it with numpy.save") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            keys = list(data.keys())
-            key = next((k for k in ("w", "ws", "latent", "latents") if k in keys), keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise UserError(f"{p} holds arrays {keys}; expected one array or a key 'w'")
-            data = data[key]
-    if not np.issubdtype(data.dtype, np.floating) or not np.isfinite(data).all():
-        raise UserError(f"latent {p} must hold finite floating-point numbers (got dtype {data.dtype})")
-    return data.astype(np.float32)
+        return read_latent(path)
+    except EngineUserError as err:
+        raise UserError(str(err)) from None
 
 
 def latent_to_ws(latent, num_ws: int, w_dim: int):
@@ -73,14 +60,6 @@ def latent_to_ws(latent, num_ws: int, w_dim: int):
         return t.contiguous()
     raise UserError(f"latent has shape {list(t.shape)}; this generator takes one W+ code [{num_ws}, {w_dim}] "
                     f"(num_ws, w_dim), [1, {num_ws}, {w_dim}] or a single w [{w_dim}]")
-
-
-def images_to_uint8(images):
-    """[N, 3, H, W] in about [-1, 1] → numpy uint8 [N, H, W, 3] RGB (clipped, rounded)."""
-    import torch  # noqa: PLC0415
-
-    x = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
-    return x.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def render_clip(G, ws, delta, alpha: float, frames: int, batch: int = 8, progress: bool = True):
