@@ -95,6 +95,11 @@ class WeightsEntry:
     other_sources: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _from_drive(file_id: str, **fields) -> WeightsEntry:
+    """Entry of a Google Drive file: `url` is its direct-download link, `page` its viewer page (same id)."""
+    return WeightsEntry(url=_drive(file_id), page=f"https://drive.google.com/file/d/{file_id}/view", **fields)
+
+
 # The paper's official precomputed directions (`pregen_latents/<name>/d_latent`), pinned to one commit.
 MICROMOTION_REPO = "wuqiuche/micromotion-styleGAN"
 MICROMOTION_COMMIT = "d4ff949b0d08814f49603850bb50a98346905a7b"
@@ -136,11 +141,10 @@ def _micromotion_direction(official: str) -> WeightsEntry:
 MANIFEST: dict[str, WeightsEntry] = {
     e.name: e
     for e in (
-        WeightsEntry(
+        _from_drive(
+            "1EM87UquaoQmk17Q8d5kYIAHqu0dkYqdT",
             name="stylegan2-ffhq",
             filename="stylegan2-ffhq-config-f.pt",
-            url=_drive("1EM87UquaoQmk17Q8d5kYIAHqu0dkYqdT"),
-            page="https://drive.google.com/file/d/1EM87UquaoQmk17Q8d5kYIAHqu0dkYqdT/view",
             source="READMEs of orpatashnik/StyleCLIP, omertov/encoder4editing, yuval-alaluf/restyle-encoder, "
                    "eladrich/pixel2style2pixel ('FFHQ StyleGAN', rosinality format)",
             approx_size_mb=133.0,
@@ -170,22 +174,20 @@ MANIFEST: dict[str, WeightsEntry] = {
                 "versions/1/files/stylegan2-ffhq-1024x1024.pkl",
             ),
         ),
-        WeightsEntry(
+        _from_drive(
+            "1cUv_reLE6k3604or78EranS7XzuVMWeO",
             name="e4e-ffhq",
             filename="e4e_ffhq_encode.pt",
-            url=_drive("1cUv_reLE6k3604or78EranS7XzuVMWeO"),
-            page="https://drive.google.com/file/d/1cUv_reLE6k3604or78EranS7XzuVMWeO/view",
             source="omertov/encoder4editing README, 'FFHQ Inversion'",
             approx_size_mb=1201.0,
             license="MIT (encoder4editing code); the embedded decoder is StyleGAN2 FFHQ (" + _NC + ")",
             purpose="e4e encoder (image -> W+, editable inversions); default live encoder",
             kind="encoder",
         ),
-        WeightsEntry(
+        _from_drive(
+            "1sw6I2lRIB0MpuJkpc8F5BJiSZrc0hjfE",
             name="restyle-psp-ffhq",
             filename="restyle_psp_ffhq_encode.pt",
-            url=_drive("1sw6I2lRIB0MpuJkpc8F5BJiSZrc0hjfE"),
-            page="https://drive.google.com/file/d/1sw6I2lRIB0MpuJkpc8F5BJiSZrc0hjfE/view",
             source="yuval-alaluf/restyle-encoder README, 'FFHQ - ReStyle + pSp'",
             approx_size_mb=955.0,
             license="MIT (restyle-encoder code); the embedded decoder is StyleGAN2 FFHQ (" + _NC + ")",
@@ -196,11 +198,10 @@ MANIFEST: dict[str, WeightsEntry] = {
                 "https://drive.google.com/file/d/1r5KSlQhf93fUllwqid80p4fxlzdR5A3f/view",
             ),
         ),
-        WeightsEntry(
+        _from_drive(
+            "1e2oXVeBPXMQoUoC_4TNwAWpOPpSEhE_e",
             name="restyle-e4e-ffhq",
             filename="restyle_e4e_ffhq_encode.pt",
-            url=_drive("1e2oXVeBPXMQoUoC_4TNwAWpOPpSEhE_e"),
-            page="https://drive.google.com/file/d/1e2oXVeBPXMQoUoC_4TNwAWpOPpSEhE_e/view",
             source="yuval-alaluf/restyle-encoder README, 'FFHQ - ReStyle + e4e'",
             approx_size_mb=955.0,
             size_note="approximate: assumed the size of ReStyle-pSp (same IR-SE50 backbone and decoder)",
@@ -208,11 +209,10 @@ MANIFEST: dict[str, WeightsEntry] = {
             purpose="ReStyle-e4e iterative encoder",
             kind="encoder",
         ),
-        WeightsEntry(
+        _from_drive(
+            "1bMTNWkh5LArlaWSc_wa8VKyq2V42T2z0",
             name="psp-ffhq",
             filename="psp_ffhq_encode.pt",
-            url=_drive("1bMTNWkh5LArlaWSc_wa8VKyq2V42T2z0"),
-            page="https://drive.google.com/file/d/1bMTNWkh5LArlaWSc_wa8VKyq2V42T2z0/view",
             source="eladrich/pixel2style2pixel README, 'StyleGAN Inversion'",
             approx_size_mb=1200.0,
             size_note="approximate: assumed the size of e4e (same GradualStyle heads, IR-SE50 and decoder)",
@@ -220,11 +220,10 @@ MANIFEST: dict[str, WeightsEntry] = {
             purpose="pSp encoder (image -> W+)",
             kind="encoder",
         ),
-        WeightsEntry(
+        _from_drive(
+            "1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn",
             name="arcface-ir-se50",
             filename="model_ir_se50.pth",
-            url=_drive("1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn"),
-            page="https://drive.google.com/file/d/1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn/view",
             source="READMEs of eladrich/pixel2style2pixel, omertov/encoder4editing, yuval-alaluf/restyle-encoder "
                    "('IR-SE50 Model', taken from TreB1eN/InsightFace_Pytorch)",
             approx_size_mb=175.0,
