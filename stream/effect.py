@@ -783,7 +783,11 @@ def _load_network(what: str, name: str, device) -> Any:
 
 
 def _load_direction_files(config: EffectConfig, G) -> list:
-    """Directions named in the config (names in directions_dir, or paths), or every file in directions_dir."""
+    """Directions named in the config (names in directions_dir, or paths), or every file in directions_dir.
+
+    A named direction that cannot be used (unreadable, made for another generator) is an error; a file found by
+    listing the folder is skipped with a warning, so one stray file does not take every direction away.
+    """
     from directions import files  # noqa: PLC0415
 
     folder = Path(config.directions_dir) if config.directions_dir else Path(files.default_dir())
@@ -795,12 +799,19 @@ def _load_direction_files(config: EffectConfig, G) -> list:
     else:
         listed = files.list_directions(folder) if folder.is_dir() else []
         paths = [Path(getattr(x, "path", x)) for x in listed]
+    named = bool(config.directions)
     out = []
     for p in paths:
-        d = files.load(p)
-        check = getattr(d, "check_compatible", None)
-        if check is not None:
-            check(G.num_ws, G.w_dim, generator_sha256=getattr(G, "source_sha256", None))
+        try:
+            d = files.load(p)
+            check = getattr(d, "check_compatible", None)
+            if check is not None:
+                check(G.num_ws, G.w_dim, generator_sha256=getattr(G, "source_sha256", None))
+        except Exception as exc:  # noqa: BLE001 -- a stray file in the folder must not stop the effect
+            if named:  # the user asked for this one: say why it cannot be used
+                raise
+            log.warning("skipping direction file %s: %s", p, exc)
+            continue
         out.append(d)
     return out
 

@@ -395,6 +395,24 @@ def test_directions_loaded_from_files(tiny_nets, tmp_path, face_frame, face_land
     assert out is not face_frame
 
 
+def test_stray_direction_file_in_folder_is_skipped_but_a_named_one_is_refused(tiny_nets, tmp_path, caplog):
+    import torch as _torch
+
+    from directions.files import Direction, save
+
+    G, E, dirs = tiny_nets
+    save(Direction("smile", dirs["smile"], {}), tmp_path / "smile.safetensors")
+    wrong = _torch.zeros(G.num_ws + 2, G.w_dim)  # made for a generator with more layers
+    save(Direction("other", wrong, {}), tmp_path / "other.safetensors")
+    with caplog.at_level(logging.WARNING, logger="stream.effect"):
+        effect = Effect(EffectConfig(device="cpu", directions_dir=str(tmp_path)), encoder=copy.deepcopy(E))
+    assert effect.available_directions == ["smile"]
+    assert any("other.safetensors" in r.getMessage() for r in caplog.records)
+    with pytest.raises(Exception, match="made for another generator"):
+        Effect(EffectConfig(device="cpu", directions=("other",), directions_dir=str(tmp_path)),
+               encoder=copy.deepcopy(E))
+
+
 def test_feather_setting_reaches_the_mask(tiny_nets, face_frame, face_landmarks):
     c = Controls(directions={"smile": 3.0})
     soft = make_effect(tiny_nets, [face_landmarks], mode="paper", feather_px=30.0)
