@@ -342,24 +342,34 @@ class Generator(nn.Module):
                 f"{self.resolution}px generator), got {got}; expand a single w with w[:, None].repeat(1, {self.num_ws}, 1)"
             )
 
-    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
-        """ws [N, num_ws, w_dim] -> images [N, 3, R, R] in the module's dtype, fixed noise."""
+    def synthesis(self, ws: torch.Tensor, out_resolution: int | None = None) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] -> images [N, 3, r, r] in the module's dtype, fixed noise.
+
+        r = `out_resolution` (a power of two from 4 to `resolution`; None = `resolution`). A smaller r stops the
+        synthesis after that block and returns its skip-connection RGB image: the same picture without the finer
+        blocks' detail, at a fraction of the cost (the real-time path renders the size it pastes). The w rows of
+        the skipped blocks are ignored.
+        """
         self._check_ws(ws)
+        r = self.resolution if out_resolution is None else int(out_resolution)
+        if r not in self.channels:
+            raise ValueError(f"out_resolution must be a power of two from 4 to {self.resolution}, got {out_resolution}")
         ws = ws.to(self.dtype)
         noise = self.noise_maps()
         x = self.input(ws.shape[0]).contiguous(memory_format=torch.channels_last)  # faster convs, see ModulatedConv2d
         x = self.conv1(x, ws[:, 0], noise[0])
         img = self.to_rgb1(x, ws[:, 1])
-        for b, to_rgb in enumerate(self.to_rgbs):
+        n_blocks = int(round(math.log2(r))) - 2  # block b renders 2 ** (b + 3)
+        for b, to_rgb in enumerate(self.to_rgbs[:n_blocks]):
             i = 2 * b + 1
             x = self.convs[2 * b](x, ws[:, i], noise[i])
             x = self.convs[2 * b + 1](x, ws[:, i + 1], noise[i + 1])
             img = to_rgb(x, ws[:, i + 2], img)
         return img.contiguous()  # plain NCHW for callers (3 channels: a cheap copy)
 
-    def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        """ws [N, num_ws, w_dim] -> images [N, 3, R, R] (see `synthesis`)."""
-        return self.synthesis(ws)
+    def forward(self, ws: torch.Tensor, out_resolution: int | None = None) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] -> images [N, 3, r, r] (see `synthesis`)."""
+        return self.synthesis(ws, out_resolution)
 
     def extra_repr(self) -> str:
         return (f"resolution={self.resolution}, num_ws={self.num_ws}, w_dim={self.w_dim}, z_dim={self.z_dim}, "

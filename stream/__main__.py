@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     p.add_argument("--max-faces", type=int, default=2)
+    p.add_argument("--live-resolution", type=int, default=256,
+                   help="live mode renders the generator up to this size, the size faces are pasted at "
+                        "(512 or 1024 for large faces in HD video)")
     p.add_argument("--no-cuda-graphs", action="store_true", help="run the networks eagerly on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-frame networks")
     p.add_argument("--overlay", action="store_true", help="draw fps / drops / latency on the output")
@@ -154,6 +157,7 @@ def _run(args, source, sinks, controls, fps, live) -> int:
         generator=args.generator, encoder=args.encoder, directions=tuple(args.direction),
         directions_dir=args.directions_dir, device=args.device, precision=args.precision, mode=args.mode,
         max_faces=args.max_faces, cuda_graphs=not args.no_cuda_graphs, compile=args.compile,
+        live_resolution=args.live_resolution,
     )
     try:
         effect = Effect.create(config)

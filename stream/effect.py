@@ -97,7 +97,9 @@ class EffectConfig:
     mode: str = "live"                      # "live" (video rate) | "paper" (ReStyle-pSp x5 from the average, fp32)
     encoder_iters: int | None = None        # live: ReStyle steps per frame (1); paper: iterations (5)
     max_faces: int = 2                      # faces edited per frame (largest first); they are batched
-    paste_size: int | None = None           # aligned crop side for paste-back; None -> the generator's resolution
+    paste_size: int | None = None           # aligned crop side for paste-back; None -> the rendered resolution
+    live_resolution: int | None = 256       # live: render G only up to this size (its skip RGB output, the size a
+                                            # webcam face is pasted at); None -> full. Paper mode renders full size
     feather_px: float | None = None         # paste mask feather in crop pixels; None -> stream.paste's default
     cuda_graphs: bool = True                # replay the per-frame network work from CUDA graphs (CUDA only)
     compile: bool = False                   # torch.compile the per-frame functions (opt-in)
@@ -113,6 +115,9 @@ class EffectConfig:
             raise ValueError(f"max_faces must be a positive integer, got {self.max_faces!r}")
         if self.encoder_iters is not None and (not isinstance(self.encoder_iters, int) or self.encoder_iters < 1):
             raise ValueError(f"encoder_iters must be a positive integer or None, got {self.encoder_iters!r}")
+        lr = self.live_resolution
+        if lr is not None and (not isinstance(lr, int) or lr < 8 or lr & (lr - 1)):
+            raise ValueError(f"live_resolution must be a power of two >= 8 or None, got {lr!r}")
         if self.paste_size is not None and (not isinstance(self.paste_size, int) or self.paste_size < 16):
             raise ValueError(f"paste_size must be an integer >= 16 or None, got {self.paste_size!r}")
         if isinstance(self.directions, (str, Path)):
@@ -483,7 +488,9 @@ class Effect:
         self.G = G if getattr(E, "decoder", None) is G else prepare(G, self.device, self.precision)
         self.num_ws, self.w_dim = G.num_ws, G.w_dim
         self.resolution = G.resolution
-        self.paste_size = cfg.paste_size or G.resolution  # the trackers align at this size
+        live_res = None if self.paper else cfg.live_resolution
+        self.render_resolution = min(live_res, G.resolution) if live_res else G.resolution
+        self.paste_size = cfg.paste_size or self.render_resolution  # the trackers align at this size
         self.restyle = E.kind.startswith("restyle")
         if self.paper:
             self.iters = cfg.encoder_iters or (PAPER_ITERS if self.restyle else 1)
@@ -563,7 +570,11 @@ class Effect:
             offset = torch.einsum("k,kij->ij", coef, self.deltas)
             ws_edit = ws + offset[None]
             batch = torch.cat([ws, ws_edit]) if need_base else ws_edit
-            img = self.G(batch.to(self._net_dtype(self.G)))
+            batch = batch.to(self._net_dtype(self.G))
+            if self.render_resolution < self.G.resolution:
+                img = self.G(batch, out_resolution=self.render_resolution)
+            else:
+                img = self.G(batch)
             out = _images_to_u8(img, self.paste_size)
             if need_base:
                 recon = self.E.pool(img[:n]) if self.restyle else img[:n, :, :1, :1]

@@ -46,6 +46,9 @@ def add_effect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device: auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "fp16", "bf16"],
                    help="inference precision (default auto: fp16 on CUDA, fp32 on CPU)")
+    p.add_argument("--live-resolution", type=int, default=None,
+                   help="render the generator up to this size, the size faces are pasted at "
+                        "(default 256; 512 or 1024 for large faces in HD video)")
     p.add_argument("--tracking-only", action="store_true", help="no networks: show the face tracking only")
     p.add_argument("--demo", action="store_true",
                    help="a stand-in effect (colour tint following α) needing neither weights nor face tracker")

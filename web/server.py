@@ -556,6 +556,7 @@ def effect_config_from_args(args):
         "directions_dir": getattr(args, "directions_dir", None),
         "device": getattr(args, "device", None),
         "precision": getattr(args, "precision", None),
+        "live_resolution": getattr(args, "live_resolution", None),
     }
     return EffectConfig(**{k: v for k, v in options.items() if v not in (None, ())})
 

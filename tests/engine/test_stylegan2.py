@@ -266,3 +266,29 @@ def test_half_model_on_cuda_matches_float32():
         out = G16(ws)
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
     assert (out.float() - ref).abs().max() < 2e-2 * ref.abs().max() + 1e-2
+
+
+def test_out_resolution_equals_a_smaller_generator_with_the_same_weights(tiny_generator):
+    """Stopping early returns exactly what a lower-resolution generator holding the same layers renders."""
+    G = tiny_generator
+    ws = torch.randn(2, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = G(ws)
+        assert torch.equal(G(ws, out_resolution=G.resolution), full)
+        r = G.resolution // 2
+        small = Generator(resolution=r, w_dim=G.w_dim, z_dim=G.z_dim, n_mapping=G.n_mapping,
+                          channel_multiplier=G.channel_multiplier, channel_max=G.channel_max)
+        own = small.state_dict()
+        small.load_state_dict({k: v for k, v in G.state_dict().items() if k in own}, strict=True)
+        expected = small(ws[:, : small.num_ws])
+        early = G(ws, out_resolution=r)
+    assert early.shape == (2, 3, r, r)
+    torch.testing.assert_close(early, expected, rtol=0, atol=1e-6)
+    assert not torch.allclose(F.interpolate(full, size=r, mode="area"), early, atol=1e-3)  # really stopped early
+
+
+@pytest.mark.parametrize("bad", [3, 12, 64])
+def test_out_resolution_must_be_a_block_size(tiny_generator, bad):
+    ws = torch.zeros(1, tiny_generator.num_ws, tiny_generator.w_dim)
+    with pytest.raises(ValueError, match="out_resolution must be a power of two"):
+        tiny_generator(ws, out_resolution=bad)

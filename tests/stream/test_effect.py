@@ -421,3 +421,24 @@ def test_feather_setting_reaches_the_mask(tiny_nets, face_frame, face_landmarks)
     b = hard.process(face_frame, c, hard.new_state())
     changed = lambda img: (np.abs(img.astype(int) - face_frame.astype(int)).max(axis=2) > 0)  # noqa: E731
     assert changed(a).sum() > changed(b).sum()  # a wider feather reaches further out
+
+
+def test_live_mode_renders_at_live_resolution_and_paper_mode_at_full(tiny_nets, face_frame, face_landmarks):
+    G, E, dirs = tiny_nets
+    small = RES // 2
+    live = make_effect(tiny_nets, [face_landmarks], live_resolution=small)
+    paper = make_effect(tiny_nets, [face_landmarks], mode="paper", live_resolution=small)
+    assert (live.render_resolution, live.paste_size) == (small, small)
+    assert (paper.render_resolution, paper.paste_size) == (RES, RES)
+    calls = []
+    real_forward = live.G.forward
+    live.G.forward = lambda ws, out_resolution=None: calls.append(out_resolution) or real_forward(ws, out_resolution)
+    c = Controls(directions={"smile": 3.0})
+    state = live.new_state()
+    out = live.process(face_frame, c, state)
+    assert calls == [small]
+    assert out is not face_frame and out.shape == face_frame.shape
+    outside = frame_mask(live, face_frame, face_landmarks) == 0
+    assert np.array_equal(out[outside], face_frame[outside])
+    with pytest.raises(ValueError, match="live_resolution"):
+        EffectConfig(live_resolution=100)
