@@ -142,14 +142,18 @@ class _IRSEEncoder(nn.Module):
         return F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=True) + y
 
 
-class GradualStyleEncoder(_IRSEEncoder):
-    """pSp encoder (FPN over IR-SE50). forward: [N, in_channels, S, S] → [N, num_ws, w_dim] (no latent_avg)."""
+class _FPNEncoder(_IRSEEncoder):
+    """IR-SE body + one map2style head per W+ row + the two lateral 1x1 convs of the feature pyramid (pSp, e4e)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.styles = self._fpn_heads()
         self.latlayer1 = nn.Conv2d(self.widths[2], self.widths[3], kernel_size=1, stride=1, padding=0)
         self.latlayer2 = nn.Conv2d(self.widths[1], self.widths[3], kernel_size=1, stride=1, padding=0)
+
+
+class GradualStyleEncoder(_FPNEncoder):
+    """pSp encoder (FPN over IR-SE50). forward: [N, in_channels, S, S] → [N, num_ws, w_dim] (no latent_avg)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -164,17 +168,11 @@ class GradualStyleEncoder(_IRSEEncoder):
         return torch.stack(out, dim=1)
 
 
-class Encoder4Editing(_IRSEEncoder):
+class Encoder4Editing(_FPNEncoder):
     """e4e encoder: ws[:, i] = w0 + delta_i (delta_0 = 0); w0 from head 0, deltas from the FPN maps.
 
     forward: [N, in_channels, S, S] → [N, num_ws, w_dim] (no latent_avg). Inference stage only (all deltas).
     """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.styles = self._fpn_heads()
-        self.latlayer1 = nn.Conv2d(self.widths[2], self.widths[3], kernel_size=1, stride=1, padding=0)
-        self.latlayer2 = nn.Conv2d(self.widths[1], self.widths[3], kernel_size=1, stride=1, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
