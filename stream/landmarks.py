@@ -14,6 +14,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from stream.closing import Closeable
+
 logger = logging.getLogger(__name__)
 
 NUM_LANDMARKS = 478  # 468 mesh points + 2 × 5 iris points (refine_landmarks=True)
@@ -68,7 +70,7 @@ def _import_face_mesh():
     return face_mesh
 
 
-class FaceMeshLandmarker:
+class FaceMeshLandmarker(Closeable):
     """Face landmarks with MediaPipe FaceMesh (refined, 478 points per face).
 
     Use as a context manager or call :meth:`close`. Not thread-safe: one instance per stream.
@@ -176,12 +178,6 @@ class FaceMeshLandmarker:
         if self._mesh is not None:
             self._mesh.close()
             self._mesh = None
-
-    def __enter__(self) -> "FaceMeshLandmarker":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __del__(self):  # best effort
         try:

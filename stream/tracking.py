@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from stream.align import AlignedFace, align_face, face_scale, face_too_small
+from stream.closing import Closeable
 from stream.landmarks import EYE_LEFT_CONTOUR, EYE_RIGHT_CONTOUR, FaceMeshLandmarker
 from stream.smoothing import LandmarkSmoother
 
@@ -38,7 +39,7 @@ class _Track:
     scale: float
 
 
-class FaceTracker:
+class FaceTracker(Closeable):
     """Find, smooth and align the faces of successive frames of ONE stream."""
 
     def __init__(self,
@@ -122,9 +123,3 @@ class FaceTracker:
     def close(self) -> None:
         if self._own_landmarker:
             self.landmarker.close()
-
-    def __enter__(self) -> "FaceTracker":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
