@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.irse import IRSE_UNITS, IRSE_WIDTHS, body_specs, make_body, make_input_layer, run_body, stage_ends
+from engine.stylegan2 import EqualLinear
 
 KINDS = ("psp", "e4e", "restyle_psp", "restyle_e4e")
 COARSE_END = 3   # heads [0, 3) read the coarsest map (reference `coarse_ind`)
@@ -35,25 +36,6 @@ def num_ws_for_resolution(resolution: int) -> int:
     if 2 ** log_size != resolution or resolution < 4:
         raise ValueError(f"generator resolution must be a power of two >= 4, got {resolution}")
     return 2 * log_size - 2
-
-
-class EqualLinear(nn.Module):
-    """Linear layer with runtime weight scaling (rosinality `EqualLinear`, no activation). Keys `weight`, `bias`."""
-
-    def __init__(
-        self,
-        in_features: int,       # Input width.
-        out_features: int,      # Output width.
-        lr_mul: float = 1.0,    # Learning-rate multiplier folded into weight and bias at run time.
-    ):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
-        self.bias = nn.Parameter(torch.zeros(out_features))
-        self.scale = lr_mul / math.sqrt(in_features)
-        self.lr_mul = lr_mul
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
 
 
 class GradualStyleBlock(nn.Module):
