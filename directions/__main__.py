@@ -209,16 +209,14 @@ def cmd_list(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    import torch  # noqa: PLC0415
-
     import engine  # noqa: PLC0415 (entry point composes layers)
+    from engine.runtime import resolve_device  # noqa: PLC0415
 
     if args.frames < 1 or args.batch < 1 or args.fps <= 0:
         raise UserError("--frames, --batch and --fps must be positive")
     direction = _resolve_direction(args.direction, args.dir)  # fail before loading any model
     latent = _read_latent(args.latent)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    G = engine.load_generator(args.generator, device=device)
+    G = engine.load_generator(args.generator, device=resolve_device(args.device))
     delta = direction.delta_for(G.num_ws, G.w_dim, getattr(G, "source_sha256", None))
     ws = latent_to_ws(latent, G.num_ws, G.w_dim)
     out = Path(args.out)

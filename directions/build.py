@@ -119,17 +119,6 @@ def aligned_crops_from_source(source: str | Path, size: int = 256, is_folder: bo
 # ------------------------------------------------------------------------------------------------
 
 
-def _device(name: str | None):
-    import torch  # noqa: PLC0415
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return dev
-
-
 def _arcface(path: str | None):
     """IdentityLoss from --arcface, else the arcface-ir-se50 download if present, else a skipped one."""
     from directions.identity import IdentityLoss  # noqa: PLC0415
@@ -239,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     from directions import files  # noqa: PLC0415
     from directions.subspace import from_anchors  # noqa: PLC0415
     from directions.text import format_prompts  # noqa: PLC0415
+    from engine.runtime import resolve_device  # noqa: PLC0415
 
     _preflight(args, format_prompts)
     out = Path(args.out) if args.out else files.default_dir() / f"{args.name}.safetensors"
@@ -247,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to overwrite it or --out another file")
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     t0 = time.perf_counter()
     G = engine.load_generator(args.generator, device=device)
     if args.text is not None:
