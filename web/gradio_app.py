@@ -112,7 +112,8 @@ def load_effect(config=None, tracking_only: bool = False):
     from stream.effect import Effect, WeightsMissing
 
     if tracking_only:
-        return Effect.tracking_only(config), "face tracking only (--tracking-only): no edit is applied"
+        notice = "face tracking only (--tracking-only): no edit is applied"
+        return Effect.tracking_only(config, reason=notice), notice
     try:
         return Effect(config), None
     except WeightsMissing as exc:

@@ -595,21 +595,11 @@ def load_binding(args) -> EffectBinding:
     """The effect named by the command line: --demo, --tracking-only, or the full effect.
 
     Missing weights are not an error: the page then runs face tracking only and shows the one command
-    that fetches them (the `WeightsMissing` message).
+    that fetches them (`web.gradio_app.load_effect`, shared with the Gradio app).
     """
     if getattr(args, "demo", False):
         return demo_binding()
-    from stream.effect import Effect, WeightsMissing
+    from web.gradio_app import load_effect
 
-    config = effect_config_from_args(args)
-    if getattr(args, "tracking_only", False):
-        effect = Effect.tracking_only(config, reason="face tracking only (--tracking-only): no edit is applied")
-        return binding_for_effect(effect, "tracking")
-    try:
-        effect = Effect(config)
-    except WeightsMissing as exc:
-        effect = Effect.tracking_only(config, reason=str(exc))
-        return binding_for_effect(effect, "tracking",
-                                  notice=f"No weights installed: showing face tracking only. "
-                                         f"Fetch them with `{exc.command}` and restart.")
-    return binding_for_effect(effect, "full")
+    effect, notice = load_effect(effect_config_from_args(args), tracking_only=getattr(args, "tracking_only", False))
+    return binding_for_effect(effect, notice=notice)
