@@ -48,20 +48,15 @@ def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
 def resolve_path(path_or_name: str | Path) -> Path:
     """An existing file as is; anything else is looked up as a manifest name by `engine.weights.resolve`.
 
-    Raises `CheckpointError` ("no such file") when `engine.weights` is not available, and lets
-    `engine.weights.MissingWeightsError` (whose message holds the download command) through otherwise.
+    Lets `engine.weights.MissingWeightsError` (whose message holds the download command) through.
     """
     path = Path(path_or_name).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file; pass the .pt/.pkl file inside it")
-    try:
-        from engine import weights  # noqa: PLC0415 -- lazy: the manifest module is optional for this one
-    except ImportError:
-        raise CheckpointError(
-            f"no such file: {path_or_name}; pass the path of a checkpoint file (.pt or .pkl)"
-        ) from None
+    from engine import weights  # noqa: PLC0415
+
     return Path(weights.resolve(str(path_or_name)))
 
 
@@ -71,9 +66,7 @@ def _redownload_hint(path: Path) -> str:
     try:
         from engine import weights  # noqa: PLC0415
 
-        lookup = getattr(weights, "name_for_path", None)
-        if lookup is not None:
-            name = lookup(path) or name
+        name = weights.name_for_path(path) or name
     except Exception:  # noqa: BLE001 -- a hint must never hide the real error
         pass
     return _REDOWNLOAD.format(name=name)
@@ -311,13 +304,8 @@ def load_generator(path_or_name: str | Path, device="cpu"):
     """
     path = resolve_path(path_or_name)
     if _is_nvidia_pickle(path):
-        try:
-            from engine import nvidia_pkl  # noqa: PLC0415
-        except ImportError:
-            raise CheckpointError(
-                f"{path} is an NVIDIA pickle but engine.nvidia_pkl is not available in this install; "
-                f"use a rosinality-format .pt generator"
-            ) from None
+        from engine import nvidia_pkl  # noqa: PLC0415
+
         config, state_dict, latent_avg = nvidia_pkl.load_nvidia_generator(path)
         merged = infer_generator_config(state_dict)
         merged.update({k: v for k, v in dict(config).items() if k in merged or k in ("lr_mlp", "blur_kernel")})

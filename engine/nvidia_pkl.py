@@ -51,11 +51,9 @@ log = logging.getLogger(__name__)
 
 
 def _error(message: str) -> Exception:
-    """`engine.checkpoints.CheckpointError(message)` (a ValueError) when importable, else a ValueError."""
-    try:
-        from engine.checkpoints import CheckpointError  # noqa: PLC0415 -- lazy: avoids an import cycle
-    except ImportError:  # pragma: no cover - the package ships both modules
-        return ValueError(message)
+    """`engine.checkpoints.CheckpointError(message)` (a ValueError)."""
+    from engine.checkpoints import CheckpointError  # noqa: PLC0415 -- lazy: avoids an import cycle
+
     return CheckpointError(message)
 
 
@@ -350,11 +348,7 @@ def _blur_taps(filt, what: str) -> tuple[float, ...]:
 
 def _channel_config(channels: dict[int, int], synthesis: PersistentObject, what: str) -> tuple[float, int]:
     """(channel_multiplier, channel_max) reproducing NVIDIA's min(channel_base // res, channel_max)."""
-    try:
-        from engine.stylegan2 import channels_at  # noqa: PLC0415
-    except ImportError:  # pragma: no cover
-        def channels_at(res, cm, cmax):
-            return max(1, min(cmax, 512 if res <= 32 else int(cm * 16384 / res)))
+    from engine.stylegan2 import channels_at  # noqa: PLC0415
     init = synthesis.attr("_init_kwargs") or {}
     cmax = max(channels.values())
     candidates = []
