@@ -731,12 +731,15 @@ class Effect:
         return ws, recon
 
     def _paste(self, frame, aligned, edit_u8, base_u8, mode: str) -> np.ndarray:
-        from stream.paste import face_mask, paste_back  # noqa: PLC0415
+        from stream.paste import MASK_WORK_SIZE, face_mask, paste_back  # noqa: PLC0415
 
         out = frame
-        kwargs = {} if self.config.feather_px is None else {"feather_px": self.config.feather_px}
+        feather = self.config.feather_px
         for i, a in enumerate(aligned):
-            mask = face_mask(a, a.size, **kwargs)
+            # The mask is drawn at <= MASK_WORK_SIZE anyway and paste_back warps a mask of any side, so it is not
+            # resized up to the crop; feather_px is in crop pixels, hence rescaled to the mask's side.
+            size = min(a.size, MASK_WORK_SIZE)
+            mask = face_mask(a, size, feather_px=None if feather is None else feather * size / a.size)
             out = paste_back(out, edit_u8[i], a, mask=mask, mode=mode,
                              base_crop=None if base_u8 is None else base_u8[i],
                              inplace=out is not frame)  # the first face copies the frame, the others reuse it
