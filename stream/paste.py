@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from stream.align import AlignedFace, transform_points
+from stream.align import AlignedFace, _compose, transform_points
 from stream.landmarks import FACE_OVAL
 
 MASK_WORK_SIZE = 256  # masks are drawn at ≤ this side and resized (they are smooth)
@@ -200,12 +200,6 @@ def _mask_roi(mask: np.ndarray, aligned: AlignedFace, h: int, w: int):
     if x1 <= x0 or y1 <= y0:
         return None
     return int(x0), int(y0), int(x1), int(y1)
-
-
-def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    o = np.vstack([outer, [0, 0, 1]])
-    i = np.vstack([inner, [0, 0, 1]])
-    return (o @ i)[:2]
 
 
 def _check_crop(crop: np.ndarray, name: str) -> np.ndarray:
