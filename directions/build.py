@@ -269,16 +269,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    """Stand-alone entry (`python -m directions.build ...`); `python -m directions build` dispatches here too."""
-    parser = argparse.ArgumentParser(prog="python -m directions build", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Stand-alone entry (`python -m directions.build ...`) = `python -m directions build ...`."""
+    from directions.__main__ import main as directions_main  # noqa: PLC0415
+
+    return directions_main(["build", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

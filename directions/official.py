@@ -239,15 +239,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m directions.official", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    """Stand-alone entry (`python -m directions.official ...`) = `python -m directions install-official ...`."""
+    from directions.__main__ import main as directions_main  # noqa: PLC0415
+
+    return directions_main(["install-official", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
