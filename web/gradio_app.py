@@ -165,11 +165,10 @@ def micromotion_frames(effect, image_bgr: np.ndarray, direction: str | None, alp
 
 
 def write_gif(frames_bgr: list[np.ndarray], path, fps: float) -> Path:
-    """An endlessly looping GIF of the frames (forth and back)."""
+    """An endlessly looping GIF of the frames."""
     from PIL import Image
 
-    loop = frames_bgr + frames_bgr[-2:0:-1]
-    images = [Image.fromarray(np.ascontiguousarray(f[..., ::-1])) for f in loop]
+    images = [Image.fromarray(np.ascontiguousarray(f[..., ::-1])) for f in frames_bgr]
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return Path(path)
 
@@ -190,8 +189,9 @@ def render_image(effect, image_path, direction: str | None, alpha: float, n_fram
     frames = micromotion_frames(effect, image, direction, alpha, n_frames, warmup)
     out = Path(out_dir or tempfile.mkdtemp(prefix="micromotion-"))
     stem = f"micromotion-{uuid.uuid4().hex[:6]}"
-    video = write_mp4(frames + frames[-2:0:-1], out / f"{stem}.mp4", fps)
-    gif = write_gif(frames, out / f"{stem}.gif", fps)
+    forth_and_back = frames + frames[-2:0:-1]
+    video = write_mp4(forth_and_back, out / f"{stem}.mp4", fps)
+    gif = write_gif(forth_and_back, out / f"{stem}.gif", fps)
     return {"video": video, "gif": gif, "frames": frames}
 
 
