@@ -1,7 +1,7 @@
 """The Gradio app: photo → micromotion clip, clip → edited clip with its audio, webcam → live edit.
 
-The work lives in plain functions (testable without a browser): `check_upload`, `micromotion_frames`,
-`render_image`, `edit_clip`, `WebcamSession`; `build_app` only wires them to Gradio components.
+The work lives in plain functions (testable without a browser): `check_image_upload`, `check_video_upload`,
+`micromotion_frames`, `render_image`, `edit_clip`, `WebcamSession`; `build_app` only wires them to Gradio components.
 All frames here are uint8 [H, W, 3] BGR except at the Gradio boundary (RGB).
 """
 from __future__ import annotations
@@ -233,7 +233,6 @@ class WebcamSession:
     def __init__(self, effect):
         self.effect = effect
         self.state = effect.new_state()
-        self.frames = 0
 
     def step(self, frame_rgb: np.ndarray | None, direction: str | None, alpha: float, animate: bool,
              period_s: float = 2.0) -> np.ndarray | None:
@@ -243,7 +242,6 @@ class WebcamSession:
         controls = make_controls(self.effect, direction, alpha, animate=bool(animate), period_s=float(period_s))
         bgr = np.ascontiguousarray(frame_rgb[..., ::-1])
         out = self.effect.process(bgr, controls, self.state)
-        self.frames += 1
         return np.ascontiguousarray(out[..., ::-1])
 
     def close(self) -> None:
