@@ -203,7 +203,6 @@ class Peer:
         self.stats = PeerStats()
         self.tasks: list[asyncio.Task] = []
         self.closed = False
-        self.created = time.monotonic()
         self.last_error_sent = 0.0
         self.inflight = None                    # concurrent.futures.Future of the frame in the worker
 

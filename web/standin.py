@@ -58,7 +58,6 @@ class DemoEffect:
     """`process(frame_bgr uint8 [H,W,3], controls, state) -> frame_bgr` that visibly follows α."""
 
     available_directions = DEMO_DIRECTIONS
-    mode = "demo"
 
     def process(self, frame_bgr: np.ndarray, controls: DemoControls, state: DemoState | None = None) -> np.ndarray:
         assert frame_bgr.ndim == 3 and frame_bgr.shape[2] == 3 and frame_bgr.dtype == np.uint8, frame_bgr.shape
