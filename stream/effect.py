@@ -570,11 +570,7 @@ class Effect:
             offset = torch.einsum("k,kij->ij", coef, self.deltas)
             ws_edit = ws + offset[None]
             batch = torch.cat([ws, ws_edit]) if need_base else ws_edit
-            batch = batch.to(self._net_dtype(self.G))
-            if self.render_resolution < self.G.resolution:
-                img = self.G(batch, out_resolution=self.render_resolution)
-            else:
-                img = self.G(batch)
+            img = self.G(batch.to(self._net_dtype(self.G)), out_resolution=self.render_resolution)
             out = _images_to_u8(img, self.paste_size)
             if need_base:
                 recon = self.E.pool(img[:n]) if self.restyle else img[:n, :, :1, :1]
