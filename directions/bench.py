@@ -19,14 +19,9 @@ import platform
 import statistics
 import time
 
+from engine.runtime import synchronize as _sync
+
 log = logging.getLogger(__name__)
-
-
-def _sync(device: str) -> None:
-    import torch  # noqa: PLC0415
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
 
 
 def candes_problem(n: int, rank_frac: float = 0.05, sparse_frac: float = 0.05, seed: int = 0, dtype=None,
