@@ -15,7 +15,6 @@ Torch is imported lazily: importing this module costs nothing.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import zipfile
@@ -36,13 +35,11 @@ class CheckpointError(ValueError):
 # Files
 
 
-def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk_size), b""):
-            h.update(block)
-    return h.hexdigest()
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (`engine.weights.sha256_file`, read in 1 MiB chunks)."""
+    from engine.weights import sha256_file  # noqa: PLC0415
+
+    return sha256_file(path)
 
 
 def resolve_path(path_or_name: str | Path) -> Path:
