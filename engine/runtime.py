@@ -36,13 +36,6 @@ def _log_once(key: str, level: int, msg: str, *args) -> None:
 # Device and precision
 
 
-def cuda_available() -> bool:
-    """`torch.cuda.is_available()` (imports torch)."""
-    import torch  # noqa: PLC0415
-
-    return bool(torch.cuda.is_available())
-
-
 def resolve_device(device: Any = "auto"):
     """A `torch.device` for "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N" or a device.
 
@@ -374,7 +367,6 @@ __all__ = [
     "PinnedTransfer",
     "Precision",
     "autocast_dtype",
-    "cuda_available",
     "maybe_compile",
     "prepare",
     "resolve_device",
