@@ -229,7 +229,10 @@ def cmd_apply(args) -> int:
 
 def cmd_build(args) -> int:
     build = _build_module()
-    return build.run(args)
+    align_source = None
+    if getattr(args, "video", None) is not None or getattr(args, "frames_dir", None) is not None:
+        from stream.face.clip import aligned_crops_from_source as align_source  # noqa: PLC0415 (entry point)
+    return build.run(args, align_source=align_source)
 
 
 def cmd_install_official(args) -> int:

@@ -75,48 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# video: frames → aligned crops (uses stream)
-
-
-def aligned_crops_from_source(source: str | Path, size: int = 256, is_folder: bool = False,
-                              max_frames: int | None = None, progress: bool = True):
-    """Aligned FFHQ crops of the face in a clip (or a folder of frames), in time order.
-
-    Returns (crops: list of uint8 [size, size, 3] BGR, labels: frame index (clip) or file name (folder)).
-    Frames without a face are skipped; none at all → ValueError naming the frames tried.
-    """
-    from tqdm import tqdm  # noqa: PLC0415
-
-    from directions.video import describe_tried, list_images, read_image_folder, read_video_frames  # noqa: PLC0415
-    from stream.align import align_face  # noqa: PLC0415 (entry point composes layers)
-    from stream.landmarks import FaceMeshLandmarker  # noqa: PLC0415
-
-    if is_folder:
-        frames, total = read_image_folder(source), len(list_images(source))
-    else:
-        frames, total = read_video_frames(source, max_frames=max_frames), None
-    crops, labels, tried = [], [], []
-    landmarker = FaceMeshLandmarker(max_faces=1, video_mode=not is_folder)
-    try:
-        for label, frame in tqdm(frames, total=total, desc="align", unit="frame", disable=not progress):
-            tried.append(label)
-            faces = landmarker.detect(frame)
-            if not faces:
-                continue
-            crops.append(align_face(frame, faces[0], size=size).crop)
-            labels.append(label)
-    finally:
-        landmarker.close()
-    if not crops:
-        raise ValueError(f"no face found in {source}: tried {describe_tried(tried)}; "
-                         f"use a clip where one face is visible and reasonably large")
-    skipped = len(tried) - len(crops)
-    if skipped:
-        log.warning("%d of %d frames had no face and were skipped", skipped, len(tried))
-    return crops, labels
-
-
-# ------------------------------------------------------------------------------------------------
 
 
 def _arcface(path: str | None):
@@ -171,7 +129,7 @@ def _text_anchors(args, G, device, bar):
     return anchors, meta
 
 
-def _video_anchors(args, G, device):
+def _video_anchors(args, G, device, align_source):
     import engine  # noqa: PLC0415
     from directions.video import anchor_video, select_frames  # noqa: PLC0415
 
@@ -180,8 +138,8 @@ def _video_anchors(args, G, device):
         raise ValueError(f"encoder {args.encoder} makes W+ [{E.num_ws}, {E.w_dim}] but generator {args.generator} "
                          f"takes [{G.num_ws}, {G.w_dim}]; pass an encoder trained for this generator")
     source = args.video or args.frames_dir
-    crops, labels = aligned_crops_from_source(source, size=256, is_folder=args.frames_dir is not None,
-                                              max_frames=args.max_frames)
+    crops, labels = align_source(source, size=256, is_folder=args.frames_dir is not None,
+                                 max_frames=args.max_frames)
     n = None if args.n_frames in (None, 0) else args.n_frames
     idx = select_frames(len(crops), n)
     anchors = anchor_video(crops, E, n=n)
@@ -219,8 +177,13 @@ def _preflight(args, format_prompts) -> None:
         raise ValueError(f"--n-frames must be >= 0 (0: all frames), got {args.n_frames}")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Build and save one direction; prints the output path. Returns the exit status."""
+def run(args: argparse.Namespace, align_source=None) -> int:
+    """Build and save one direction; prints the output path. Returns the exit status.
+
+    align_source: (path, size, is_folder, max_frames) -> (crops uint8 [size, size, 3] BGR list, labels), the
+    face aligner for --video / --frames-dir; the entry point (`python -m directions`) passes
+    `stream.face.clip.aligned_crops_from_source` (directions itself never imports stream).
+    """
     import torch  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -246,7 +209,9 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(total=per_run * args.identities, desc=f"anchor '{args.name}'", unit="step") as bar:
             anchors, meta = _text_anchors(args, G, device, bar)
     else:
-        anchors, meta = _video_anchors(args, G, device)
+        if align_source is None:
+            raise ValueError("video anchoring needs a face aligner; run it as `python -m directions build --video`")
+        anchors, meta = _video_anchors(args, G, device, align_source)
 
     K = anchors.shape[-3]
     delta = from_anchors(anchors, rank=args.rank, method=args.method,

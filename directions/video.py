@@ -3,7 +3,7 @@
 The anchors of a video are the encoder's W+ codes of N frames spread evenly over the clip (default 7, the
 first and the last included), in time order; `directions.subspace.from_anchors` turns them into a
 direction exactly like text anchors. This module takes crops that are already aligned (FFHQ crop, as
-`stream.align.align_face` makes them); it never imports `stream`. Reading frames from a file or a folder
+`stream.face.align.align_face` makes them); it never imports `stream`. Reading frames from a file or a folder
 is here too (PyAV / OpenCV), because that needs no face tracking; `directions.build` composes the reader
 with `stream`'s landmarker and aligner.
 """

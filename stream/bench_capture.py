@@ -39,11 +39,11 @@ def _time(fn: Callable[[], object], iters: int, warmup: int = 3) -> Dict[str, fl
 def run(iters: int = 50) -> Dict[str, Dict[str, float]]:
     import cv2
 
-    from stream.align import align_face
-    from stream.landmarks import FaceMeshLandmarker
-    from stream.paste import face_mask, paste_back
-    from stream.smoothing import LandmarkSmoother
-    from stream.tracking import FaceTracker
+    from stream.face.align import align_face
+    from stream.face.landmarks import FaceMeshLandmarker
+    from stream.face.paste import face_mask, paste_back
+    from stream.face.smoothing import LandmarkSmoother
+    from stream.face.tracking import FaceTracker
 
     frame = _frame_640()
     results: Dict[str, Dict[str, float]] = {}

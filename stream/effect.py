@@ -3,7 +3,7 @@
 The walk of one frame (DESIGN.md "One frame, one path")::
 
     frame uint8 [H, W, 3] BGR
-     -> landmarks   (MediaPipe FaceMesh + One Euro smoothing: the stream's `stream.tracking.FaceTracker`)
+     -> landmarks   (MediaPipe FaceMesh + One Euro smoothing: the stream's `stream.face.tracking.FaceTracker`)
      -> align       (one FFHQ warp per face at the paste size; the encoder input is that crop resized to 256)
      -> encode      live: ReStyle temporal = ONE encoder step per frame from the previous frame's (w, G(w)),
                     or e4e/pSp single pass; paper: ReStyle-pSp, 5 iterations from the average latent, fp32 eager
@@ -100,7 +100,7 @@ class EffectConfig:
     paste_size: int | None = None           # aligned crop side for paste-back; None -> the rendered resolution
     live_resolution: int | None = 256       # live: render G only up to this size (its skip RGB output, the size a
                                             # webcam face is pasted at); None -> full. Paper mode renders full size
-    feather_px: float | None = None         # paste mask feather in crop pixels; None -> stream.paste's default
+    feather_px: float | None = None         # paste mask feather in crop pixels; None -> stream.face.paste's default
     cuda_graphs: bool = True                # replay the per-frame network work from CUDA graphs (CUDA only)
     compile: bool = False                   # torch.compile the per-frame functions (opt-in)
     smoothing: bool = True                  # One Euro smoothing of the landmarks
@@ -370,7 +370,7 @@ class Effect:
         encoder=None,                                     # an Encoder (else loaded from config.encoder)
         directions=None,                                  # {name: delta [num_ws,w_dim]} or [Direction]; else files
         landmarker_factory: Callable[[], Any] | None = None,  # () -> object with detect(frame) -> [[478,2]];
-                                                              # None -> stream.landmarks.FaceMeshLandmarker
+                                                              # None -> stream.face.landmarks.FaceMeshLandmarker
     ):
         from engine.runtime import PinnedTransfer, Precision, resolve_device  # noqa: PLC0415
 
@@ -447,14 +447,14 @@ class Effect:
         return out
 
     def new_tracker(self):
-        """A per-stream `stream.tracking.FaceTracker` (landmarker, One Euro smoothing, alignment at paste size)."""
-        from stream.tracking import FaceTracker  # noqa: PLC0415
+        """A per-stream `stream.face.tracking.FaceTracker` (landmarker, One Euro smoothing, alignment at paste size)."""
+        from stream.face.tracking import FaceTracker  # noqa: PLC0415
 
         cfg = self.config
         if self._landmarker_factory is not None:
             landmarker = self._landmarker_factory()
         else:
-            from stream.landmarks import FaceMeshLandmarker  # noqa: PLC0415
+            from stream.face.landmarks import FaceMeshLandmarker  # noqa: PLC0415
 
             landmarker = FaceMeshLandmarker(max_faces=cfg.max_faces, video_mode=True)
         return FaceTracker(
@@ -727,7 +727,7 @@ class Effect:
         return ws, recon
 
     def _paste(self, frame, aligned, edit_u8, base_u8, mode: str) -> np.ndarray:
-        from stream.paste import MASK_WORK_SIZE, face_mask, paste_back  # noqa: PLC0415
+        from stream.face.paste import MASK_WORK_SIZE, face_mask, paste_back  # noqa: PLC0415
 
         out = frame
         feather = self.config.feather_px

@@ -146,7 +146,7 @@ def test_read_video_errors(tmp_path):
 
 
 def test_clip_to_anchors_through_stream_alignment(face_clip, E, tiny_G):
-    from directions.build import aligned_crops_from_source
+    from stream.face.clip import aligned_crops_from_source
 
     crops, labels = aligned_crops_from_source(face_clip, size=128, progress=False)
     assert labels == list(range(8))  # the face is found in every frame
@@ -158,7 +158,7 @@ def test_clip_to_anchors_through_stream_alignment(face_clip, E, tiny_G):
 
 
 def test_clip_without_a_face_names_the_frames_tried(tmp_path):
-    from directions.build import aligned_crops_from_source
+    from stream.face.clip import aligned_crops_from_source
 
     path = tmp_path / "empty.mp4"
     write_clip(path, [np.full((128, 160, 3), 40 + 10 * i, np.uint8) for i in range(5)])
@@ -169,7 +169,7 @@ def test_clip_without_a_face_names_the_frames_tried(tmp_path):
 def test_folder_without_a_face_names_the_files(tmp_path):
     import cv2
 
-    from directions.build import aligned_crops_from_source
+    from stream.face.clip import aligned_crops_from_source
 
     for name in ("a.png", "b.png"):
         cv2.imwrite(str(tmp_path / name), np.full((96, 96, 3), 128, np.uint8))

@@ -39,7 +39,7 @@ def face_images(faces_dir, astronaut_bgr) -> dict:
 
 @pytest.fixture(scope="session")
 def still_landmarker():
-    from stream.landmarks import FaceMeshLandmarker
+    from stream.face.landmarks import FaceMeshLandmarker
 
     with FaceMeshLandmarker(video_mode=False, max_faces=2) as landmarker:
         yield landmarker

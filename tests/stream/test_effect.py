@@ -63,7 +63,7 @@ def face_frame(faces_dir):
 @pytest.fixture(scope="module")
 def face_landmarks(face_frame):
     """Real MediaPipe landmarks of the face in `face_frame` (still-image mode), [478, 2]."""
-    from stream.landmarks import FaceMeshLandmarker
+    from stream.face.landmarks import FaceMeshLandmarker
 
     with FaceMeshLandmarker(max_faces=2, video_mode=False) as lm:
         found = lm.detect(face_frame)
@@ -101,8 +101,8 @@ def make_effect(tiny_nets, landmarks=None, mode="live", **cfg):
 
 def frame_mask(effect, frame, landmarks, dilate=3):
     """Where paste-back may write: the feathered face mask warped into the frame, dilated a little."""
-    from stream.align import align_face
-    from stream.paste import face_mask
+    from stream.face.align import align_face
+    from stream.face.paste import face_mask
 
     aligned = align_face(frame, landmarks, size=effect.paste_size)
     mask = face_mask(aligned, aligned.size)
@@ -253,7 +253,7 @@ def test_temporal_restyle_refines_and_resets(tiny_nets, face_frame, face_landmar
 
 
 def mem_crop(effect, frame, landmarks):
-    from stream.align import align_face
+    from stream.face.align import align_face
 
     return align_face(frame, landmarks, size=effect.paste_size).crop
 

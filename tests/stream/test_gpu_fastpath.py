@@ -35,7 +35,7 @@ def setup(faces_dir):
 
     from engine.encoders import Encoder, build_network
     from engine.stylegan2 import Generator
-    from stream.landmarks import FaceMeshLandmarker
+    from stream.face.landmarks import FaceMeshLandmarker
 
     torch.manual_seed(0)
     G = Generator(resolution=256, w_dim=128, z_dim=128, n_mapping=2, channel_multiplier=1, channel_max=128)

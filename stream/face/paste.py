@@ -9,8 +9,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from stream.align import AlignedFace, _compose, transform_points
-from stream.landmarks import FACE_OVAL
+from stream.face.align import AlignedFace, _compose, transform_points
+from stream.face.landmarks import FACE_OVAL
 
 MASK_WORK_SIZE = 256  # masks are drawn at ≤ this side and resized (they are smooth)
 PASTE_MODES = ("replace", "residual")

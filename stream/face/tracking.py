@@ -2,7 +2,7 @@
 
 One :class:`FaceTracker` per stream (a webcam, a browser peer): it holds the MediaPipe graph (video mode) and
 the smoothing state of each tracked face. ``tracker.track(frame, t)`` → list of :class:`TrackedFace` (each with
-an :class:`~stream.align.AlignedFace`); :func:`stream.paste.paste_faces` puts the edited crops back.
+an :class:`~stream.face.align.AlignedFace`); :func:`stream.face.paste.paste_faces` puts the edited crops back.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from stream.align import AlignedFace, align_face, face_scale, face_too_small
+from stream.face.align import AlignedFace, align_face, face_scale, face_too_small
 from stream.closing import Closeable
-from stream.landmarks import EYE_LEFT_CONTOUR, EYE_RIGHT_CONTOUR, FaceMeshLandmarker
-from stream.smoothing import LandmarkSmoother
+from stream.face.landmarks import EYE_LEFT_CONTOUR, EYE_RIGHT_CONTOUR, FaceMeshLandmarker
+from stream.face.smoothing import LandmarkSmoother
 
 logger = logging.getLogger(__name__)
 _EYES = list(EYE_LEFT_CONTOUR + EYE_RIGHT_CONTOUR)

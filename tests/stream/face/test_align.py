@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from stream import align as A
-from stream.landmarks import NUM_LANDMARKS
+from stream.face import align as A
+from stream.face.landmarks import NUM_LANDMARKS
 
 FRONTAL = ("01.jpg", "mona_lisa.jpg", "pope.jpg", "astronaut")
 TURNED = ("david.jpg", "van_gouh.jpg")  # head turned: eye_to_mouth has a sideways (shear) component

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from stream.align import align_face
-from stream.paste import face_mask, paste_back, paste_faces
+from stream.face.align import align_face
+from stream.face.paste import face_mask, paste_back, paste_faces
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stream import landmarks as L
+from stream.face import landmarks as L
 
 # Which pictures MediaPipe finds a face in (pope.jpg: a 60-px face in a 440×561 painting, found only by the
 # still-image tile fallback; van_gouh.jpg: 3820×3142, found after the max_side downscale).

@@ -1,7 +1,7 @@
 """FFHQ alignment from MediaPipe landmarks, done as one affine warp.
 
 The FFHQ recipe (NVlabs/ffhq-dataset, ``recreate_aligned_images``), with dlib's eye-contour means and outer
-mouth corners replaced by their MediaPipe equivalents (see :mod:`stream.landmarks`)::
+mouth corners replaced by their MediaPipe equivalents (see :mod:`stream.face.landmarks`)::
 
     eye_avg      = (eye_left + eye_right) / 2          eye_to_eye   = eye_right - eye_left
     mouth_avg    = (mouth_left + mouth_right) / 2      eye_to_mouth = mouth_avg - eye_avg
@@ -43,7 +43,7 @@ from typing import Optional
 
 import numpy as np
 
-from stream.landmarks import eye_centers, mouth_corners
+from stream.face.landmarks import eye_centers, mouth_corners
 
 SUPPORTED_SIZES = (256, 512, 1024)
 

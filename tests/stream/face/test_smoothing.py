@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stream.smoothing import LandmarkSmoother, OneEuroFilter
+from stream.face.smoothing import LandmarkSmoother, OneEuroFilter
 
 
 def test_one_euro_reduces_noise_and_follows_motion():
@@ -73,7 +73,7 @@ def _shaky_clip(frame, n=45, seed=0):
 
 def test_tracker_one_euro_cuts_crop_jitter(frame_640):
     """Jitter = RMS frame-to-frame motion of the FFHQ quad corners (frame px), after a 10-frame warm-up."""
-    from stream.tracking import FaceTracker
+    from stream.face.tracking import FaceTracker
 
     frames = _shaky_clip(frame_640)
     jitter = {}
@@ -93,7 +93,7 @@ def test_tracker_one_euro_cuts_crop_jitter(frame_640):
 
 
 def test_tracker_drops_lost_faces_and_passes_empty_frames(frame_640):
-    from stream.tracking import FaceTracker
+    from stream.face.tracking import FaceTracker
 
     with FaceTracker(max_faces=2) as tracker:
         first = tracker.track(frame_640, 0.0)
@@ -108,8 +108,8 @@ def test_tracker_drops_lost_faces_and_passes_empty_frames(frame_640):
 
 
 def test_tracker_two_faces_keep_their_ids_and_paste_as_a_batch(astronaut_bgr):
-    from stream.paste import paste_faces
-    from stream.tracking import FaceTracker
+    from stream.face.paste import paste_faces
+    from stream.face.tracking import FaceTracker
 
     head = astronaut_bgr[:240, 100:340]  # MediaPipe's short-range detector wants faces ≳ 1/8 of the frame
     frame = np.ascontiguousarray(np.hstack([head, head[:, ::-1]]))  # two faces, 480×240
