@@ -1,8 +1,11 @@
-"""Per-stream face tracker: landmarker + One Euro smoothing per face + FFHQ alignment.
+"""Per-stream face tracker: landmarker + One Euro smoothing per face + FFHQ alignment + per-face memory.
 
 One :class:`FaceTracker` per stream (a webcam, a browser peer): it holds the MediaPipe graph (video mode) and
-the smoothing state of each tracked face. ``tracker.track(frame, t)`` → list of :class:`TrackedFace` (each with
-an :class:`~stream.face.align.AlignedFace`); :func:`stream.face.paste.paste_faces` puts the edited crops back.
+one :class:`Track` per face followed across frames -- its smoothing state and what the stream remembers of that
+face (the editor's latent memory, the freshest edit). ``tracker.track(frame, t)`` → list of
+:class:`TrackedFace` (each with an :class:`~stream.face.align.AlignedFace` and its ``track``);
+:func:`stream.face.paste.paste_faces` puts the edited crops back. A face that is lost, or that jumps (landmarks
+moving by more than ``reset_threshold`` face sizes between frames), loses its memory with it.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -24,19 +27,43 @@ _EYES = list(EYE_LEFT_CONTOUR + EYE_RIGHT_CONTOUR)
 
 
 @dataclasses.dataclass
+class Track:
+    """One face followed across frames, and what the stream remembers of it (one owner: the tracker)."""
+    id: int                       # Stable while the face stays found frame after frame.
+    smoother: LandmarkSmoother    # One Euro state of this face's landmarks.
+    centre: np.ndarray            # float [2] eye centre (frame pixels), for matching the next detections.
+    scale: float                  # face size (pixels), the matching radius.
+    raw: Optional[np.ndarray] = None  # float32 [478, 2] landmarks as detected last frame (jump detection).
+    memory: Any = None            # the editor's per-face memory (latent, reconstruction); opaque here.
+    edit: Any = None              # the freshest edit of this face (a session's cache); opaque here.
+
+    def forget(self) -> None:
+        """Drop what was remembered of the face (after a jump): the next edit starts over."""
+        self.memory = None
+        self.edit = None
+
+
+@dataclasses.dataclass
 class TrackedFace:
     """One face of one frame."""
     track_id: int                 # Stable while the face stays found frame after frame.
     aligned: AlignedFace          # Crop at the tracker's align_size, from the smoothed landmarks.
     landmarks: np.ndarray         # float32 [478, 2] smoothed landmarks, frame pixels.
     raw_landmarks: np.ndarray     # float32 [478, 2] landmarks as detected, frame pixels.
+    track: Optional[Track] = None  # the face's track (memory, cached edit); None for detections outside a tracker.
 
 
-@dataclasses.dataclass
-class _Track:
-    smoother: LandmarkSmoother
-    centre: np.ndarray
-    scale: float
+def face_size(landmarks: np.ndarray) -> float:
+    """Largest side of the landmarks' bounding box (pixels, >= 1)."""
+    span = landmarks.max(0) - landmarks.min(0)
+    return float(max(span.max(), 1.0))
+
+
+def landmark_jump(previous: np.ndarray, current: np.ndarray) -> float:
+    """Mean landmark displacement between two frames, in face sizes (0 = still; ~1 = moved by a whole face)."""
+    if previous.shape != current.shape:
+        return float("inf")
+    return float(np.linalg.norm(current - previous, axis=1).mean()) / face_size(current)
 
 
 class FaceTracker(Closeable):
@@ -53,7 +80,10 @@ class FaceTracker(Closeable):
                  d_cutoff: float = 1.0,              # One Euro: Hz of the speed estimate.
                  video_mode: bool = True,            # MediaPipe tracking mode (False: independent images).
                  landmarker: Optional[FaceMeshLandmarker] = None,  # Use this one instead of making one.
+                 reset_threshold: float = 0.25,      # Landmark jump (face sizes) that makes a track forget.
                  ):
+        if not reset_threshold > 0:
+            raise ValueError(f"reset_threshold must be > 0, got {reset_threshold!r}")
         self.max_faces = int(max_faces)
         self.align_size = int(align_size)
         self.min_eye_dist_px = float(min_eye_dist_px)
@@ -63,12 +93,20 @@ class FaceTracker(Closeable):
         self._own_landmarker = landmarker is None
         self.landmarker = landmarker if landmarker is not None else FaceMeshLandmarker(
             max_faces=self.max_faces, video_mode=video_mode)
-        self._tracks: Dict[int, _Track] = {}
+        self.reset_threshold = float(reset_threshold)
+        self._tracks: Dict[int, Track] = {}
         self._ids = itertools.count()
+        self.resets = 0                      # tracks that forgot their memory after a jump
+        self.too_small = 0                   # faces skipped as too small in the last frame
 
     def reset(self) -> None:
         """Forget all faces (e.g. after a scene cut)."""
         self._tracks.clear()
+
+    @property
+    def tracks(self) -> List[Track]:
+        """The faces followed now (after the last `track` call), with their memories."""
+        return list(self._tracks.values())
 
     def track(self, frame_bgr: np.ndarray, timestamp_s: Optional[float] = None) -> List[TrackedFace]:
         """Faces of one frame, smoothed against the previous frames of this stream.
@@ -80,24 +118,32 @@ class FaceTracker(Closeable):
             list of :class:`TrackedFace`, possibly empty (then the frame should pass through unchanged).
         """
         t = time.monotonic() if timestamp_s is None else float(timestamp_s)
-        detections = [lm for lm in self.landmarker.detect(frame_bgr)
-                      if not face_too_small(lm, self.min_eye_dist_px)]
+        found = self.landmarker.detect(frame_bgr)
+        detections = [lm for lm in found if not face_too_small(lm, self.min_eye_dist_px)]
+        self.too_small = len(found) - len(detections)
+        detections = sorted(detections, key=face_size, reverse=True)[: self.max_faces]  # largest first
         assignment = self._associate(detections)
         faces: List[TrackedFace] = []
         alive = set()
         for det, track_id in zip(detections, assignment):
             if track_id is None:
                 track_id = next(self._ids)
-                self._tracks[track_id] = _Track(LandmarkSmoother(**self.smoothing), np.zeros(2), 1.0)
+                self._tracks[track_id] = Track(track_id, LandmarkSmoother(**self.smoothing), np.zeros(2), 1.0)
             track = self._tracks[track_id]
-            smoothed = track.smoother(det, t) if self.smooth else det.astype(np.float32)
+            raw = det.astype(np.float32)
+            if track.raw is not None and landmark_jump(track.raw, raw) > self.reset_threshold:
+                track.forget()
+                self.resets += 1
+            track.raw = raw
+            smoothed = track.smoother(det, t) if self.smooth else raw
             track.centre = smoothed[_EYES].mean(0)
             track.scale = face_scale(smoothed)
             alive.add(track_id)
             faces.append(TrackedFace(track_id=track_id,
                                      aligned=align_face(frame_bgr, smoothed, self.align_size),
                                      landmarks=smoothed,
-                                     raw_landmarks=det.astype(np.float32)))
+                                     raw_landmarks=raw,
+                                     track=track))
         for track_id in list(self._tracks):
             if track_id not in alive:  # face lost: its smoothing state goes with it
                 del self._tracks[track_id]
