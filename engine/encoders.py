@@ -374,6 +374,14 @@ class Encoder(nn.Module):
         ws_new = self._residual(images, ws, recon)
         return ws_new, self.pool(self.decode(ws_new))
 
+    def step_latent(self, images: torch.Tensor, ws: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        """The latent half of `restyle_step`: ws [N,num_ws,w_dim] + encoder(images ⊕ recon), no decoding.
+
+        The live editor calls this once per frame and renders the decoder itself (batched with the edit), so it
+        skips the shape checks of `restyle_step` (they would sync a CUDA graph capture). Same maths.
+        """
+        return self._residual(images, ws, recon)
+
     def _residual(self, images: torch.Tensor, ws: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         dtype = self._param_dtype()
         x = torch.cat([images.to(dtype), recon.to(dtype)], dim=1)

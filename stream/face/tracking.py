@@ -36,11 +36,13 @@ class Track:
     raw: Optional[np.ndarray] = None  # float32 [478, 2] landmarks as detected last frame (jump detection).
     memory: Any = None            # the editor's per-face memory (latent, reconstruction); opaque here.
     edit: Any = None              # the freshest edit of this face (a session's cache); opaque here.
+    generation: int = 0           # bumped by `forget`: work started before a jump must not come back to it.
 
     def forget(self) -> None:
         """Drop what was remembered of the face (after a jump): the next edit starts over."""
         self.memory = None
         self.edit = None
+        self.generation += 1
 
 
 @dataclasses.dataclass
@@ -98,6 +100,7 @@ class FaceTracker(Closeable):
         self._ids = itertools.count()
         self.resets = 0                      # tracks that forgot their memory after a jump
         self.too_small = 0                   # faces skipped as too small in the last frame
+        self.timing: Dict[str, float] = {}   # ms of the last frame: "landmarks" (detection), "align" (the rest)
 
     def reset(self) -> None:
         """Forget all faces (e.g. after a scene cut)."""
@@ -118,7 +121,9 @@ class FaceTracker(Closeable):
             list of :class:`TrackedFace`, possibly empty (then the frame should pass through unchanged).
         """
         t = time.monotonic() if timestamp_s is None else float(timestamp_s)
+        t0 = time.perf_counter()
         found = self.landmarker.detect(frame_bgr)
+        t1 = time.perf_counter()
         detections = [lm for lm in found if not face_too_small(lm, self.min_eye_dist_px)]
         self.too_small = len(found) - len(detections)
         detections = sorted(detections, key=face_size, reverse=True)[: self.max_faces]  # largest first
@@ -145,8 +150,9 @@ class FaceTracker(Closeable):
                                      raw_landmarks=raw,
                                      track=track))
         for track_id in list(self._tracks):
-            if track_id not in alive:  # face lost: its smoothing state goes with it
+            if track_id not in alive:  # face lost: its smoothing state and memory go with it
                 del self._tracks[track_id]
+        self.timing = {"landmarks": (t1 - t0) * 1e3, "align": (time.perf_counter() - t1) * 1e3}
         return faces
 
     def _associate(self, detections: List[np.ndarray]) -> List[Optional[int]]:

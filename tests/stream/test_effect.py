@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from stream.editor import crops_to_input
 from stream.effect import (
     DOWNLOAD_COMMAND,
-    _crops_to_input,
     Controls,
     Effect,
     EffectConfig,
-    StreamState,
     WeightsMissing,
     animation_t,
     landmark_jump,
@@ -104,7 +103,7 @@ def frame_mask(effect, frame, landmarks, dilate=3):
     from stream.face.align import align_face
     from stream.face.paste import face_mask
 
-    aligned = align_face(frame, landmarks, size=effect.paste_size)
+    aligned = align_face(frame, landmarks, size=effect.info.crop_size)
     mask = face_mask(aligned, aligned.size)
     warped = cv2.warpAffine(mask.astype(np.float32), aligned.inverse_at(mask.shape[0]),
                             (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR)
@@ -125,14 +124,15 @@ def test_real_face_edited_inside_mask_only(tiny_nets, face_frame, face_landmarks
     finally:
         state.close()
     assert out.shape == face_frame.shape and out.dtype == np.uint8 and out is not face_frame
-    assert state.stats()["edited"] == 1 and state.stats()["errors"] == 0
+    stats = state.stats()
+    assert stats["edited"] == 1 and stats["errors"] == 0
     inside = frame_mask(effect, face_frame, face_landmarks, dilate=0)
     outside = ~frame_mask(effect, face_frame, face_landmarks, dilate=6)
     diff = np.abs(out.astype(int) - face_frame.astype(int)).max(axis=2)
     assert diff[inside].mean() > 2.0, "the face should change"
     assert np.array_equal(out[outside], face_frame[outside]), "pixels outside the mask must be untouched"
     for stage in ("landmarks", "align", "encode", "generate", "paste"):
-        assert state.stage_ms[stage] >= 0.0
+        assert stats["stage_ms"][stage] >= 0.0
 
 
 def test_no_face_and_disabled_pass_through(tiny_nets, face_frame, face_landmarks):
@@ -172,7 +172,7 @@ def test_animation_sweep(tiny_nets, face_frame, face_landmarks):
     for s in (0.0, 1.0):  # t = 0 then t = 1
         now[0] = 100.0 + s
         outs.append(effect.process(face_frame, c, state))
-        assert state.last_t == pytest.approx(s)
+        assert state.stats()["t"] == pytest.approx(s)
     # residual paste with t = 0: G(w') - G(w) = 0, so the frame comes back exactly; t = 1 edits it
     assert np.array_equal(outs[0], face_frame)
     assert not np.array_equal(outs[1], face_frame)
@@ -209,8 +209,8 @@ def test_several_faces_batched(tiny_nets, face_frame, face_landmarks):
     second = face_landmarks + np.array([face_frame.shape[1], 0], np.float32)
     effect = make_effect(tiny_nets, [face_landmarks, second])
     seen = []
-    fwd = effect.E.encoder.forward
-    effect.E.encoder.forward = lambda x: (seen.append(tuple(x.shape)), fwd(x))[1]
+    fwd = effect.editor.E.encoder.forward
+    effect.editor.E.encoder.forward = lambda x: (seen.append(tuple(x.shape)), fwd(x))[1]
     state = effect.new_state()
     out = effect.process(wide, Controls(directions={"smile": 3.0}), state)
     assert seen == [(2, 6, 64, 64)]  # one encoder call for both faces
@@ -218,44 +218,44 @@ def test_several_faces_batched(tiny_nets, face_frame, face_landmarks):
     assert not np.array_equal(left, face_frame) and not np.array_equal(right, face_frame)
     # same face, same latent start -> the same edit (up to float rounding across the batch)
     assert np.abs(left.astype(int) - right.astype(int)).max() <= 1
-    assert len(state.memory) == 2
+    assert len(state.faces) == 2 and all(t.memory is not None for t in state.faces)
 
 
 def test_temporal_restyle_refines_and_resets(tiny_nets, face_frame, face_landmarks):
     effect = make_effect(tiny_nets, [face_landmarks])
     land = ReplayLandmarker([face_landmarks])
-    state = StreamState(tracker=None)
     effect._landmarker_factory = lambda: land
+    state = effect.new_session()
     c = Controls(directions={"smile": 2.0})
     effect.process(face_frame, c, state)
-    (mem,) = state.memory.values()
+    (mem,) = [t.memory for t in state.faces]
     w1 = mem.ws.clone()
     effect.process(face_frame, c, state)
-    (mem,) = state.memory.values()
+    (mem,) = [t.memory for t in state.faces]
     w2 = mem.ws.clone()
     # one step per frame from the previous (w, G(w)): the latent moves on
     assert not torch.allclose(w1, w2)
     # the same as two ReStyle iterations from the average
     x = torch.from_numpy(np.stack([mem_crop(effect, face_frame, face_landmarks)]))
     with torch.no_grad():
-        ref = effect.E(_crops_to_input(x, 64, torch.float32), n_iters=2)[0]
+        ref = effect.editor.E(crops_to_input(x, 64, torch.float32), n_iters=2)[0]
     torch.testing.assert_close(w2, ref, rtol=1e-4, atol=1e-4)
-    assert state.resets == 0
+    assert state.stats()["resets"] == 0
     moved = face_landmarks + np.array([150.0, 0.0], np.float32)  # a jump by half a face
     land.faces = [moved]
     effect.process(face_frame, c, state)
     # a new track (tracker) or a jump (effect): either way ONE iteration from the average, not from w2
-    (mem,) = state.memory.values()
+    (mem,) = [t.memory for t in state.faces]
     x = torch.from_numpy(np.stack([mem_crop(effect, face_frame, moved)]))
     with torch.no_grad():
-        ref1 = effect.E(_crops_to_input(x, 64, torch.float32), n_iters=1)[0]
+        ref1 = effect.editor.E(crops_to_input(x, 64, torch.float32), n_iters=1)[0]
     torch.testing.assert_close(mem.ws, ref1, rtol=1e-4, atol=1e-4)
 
 
 def mem_crop(effect, frame, landmarks):
     from stream.face.align import align_face
 
-    return align_face(frame, landmarks, size=effect.paste_size).crop
+    return align_face(frame, landmarks, size=effect.info.crop_size).crop
 
 
 def test_two_streams_are_independent(tiny_nets, face_frame, face_landmarks):
@@ -268,7 +268,7 @@ def test_two_streams_are_independent(tiny_nets, face_frame, face_landmarks):
     b = effect.new_state()
     b_first = effect.process(face_frame, c, b)
     assert np.array_equal(a_first, b_first)  # B starts fresh: A's history does not leak into it
-    (wa,), (wb,) = [m.ws for m in a.memory.values()], [m.ws for m in b.memory.values()]
+    (wa,), (wb,) = [t.memory.ws for t in a.faces], [t.memory.ws for t in b.faces]
     assert not torch.allclose(wa, wb)
     assert a.stats()["frames"] == 3 and b.stats()["frames"] == 1
 
@@ -281,14 +281,13 @@ def test_exception_passes_frame_through_counted_logged_once(tiny_nets, face_fram
     state = effect.new_state()
     c = Controls(directions={"smile": 3.0})
     outs = []
-    with caplog.at_level(logging.ERROR, logger="stream.effect"):
+    with caplog.at_level(logging.ERROR, logger="stream.session"):
         for _ in range(5):
             outs.append(effect.process(face_frame, c, state))
     assert [o is face_frame for o in outs] == [False, True, True, True, False]
     stats = state.stats()
     assert stats["errors"] == 3 and stats["edited"] == 2 and stats["frames"] == 5
     assert stats["errors_by_kind"] == {"RuntimeError: landmarker crashed": 2, "MemoryError: out of memory": 1}
-    assert effect.stats["errors"] == 3
     logged = [r for r in caplog.records if "passed through unchanged" in r.getMessage()]
     assert len(logged) == 2  # once per kind
 
@@ -296,7 +295,7 @@ def test_exception_passes_frame_through_counted_logged_once(tiny_nets, face_fram
 def test_network_exception_passes_through(tiny_nets, face_frame, face_landmarks):
     effect = make_effect(tiny_nets, [face_landmarks])
     state = effect.new_state()
-    runner = effect._synth_runners[True]
+    runner = effect.editor._synth_runner
     good = runner.fn
     runner.fn = lambda *a: (_ for _ in ()).throw(RuntimeError("CUDA error: an illegal memory access"))
     assert effect.process(face_frame, Controls(directions={"smile": 3.0}), state) is face_frame
@@ -383,7 +382,7 @@ def test_directions_loaded_from_files(tiny_nets, tmp_path, face_frame, face_land
     config = EffectConfig(device="cpu", directions_dir=str(tmp_path), smoothing=False)
     effect = Effect(config, encoder=copy.deepcopy(E), landmarker_factory=lambda: ReplayLandmarker([face_landmarks]))
     assert sorted(effect.available_directions) == ["blink", "smile"]
-    torch.testing.assert_close(effect.deltas[effect.available_directions.index("blink")],
+    torch.testing.assert_close(effect.editor.deltas[effect.available_directions.index("blink")],
                                dirs["blink"][:1].expand(G.num_ws, G.w_dim))
     only = Effect(EffectConfig(device="cpu", directions=("smile",), directions_dir=str(tmp_path)),
                   encoder=copy.deepcopy(E))
@@ -404,7 +403,7 @@ def test_stray_direction_file_in_folder_is_skipped_but_a_named_one_is_refused(ti
     save(Direction("smile", dirs["smile"], {}), tmp_path / "smile.safetensors")
     wrong = _torch.zeros(G.num_ws + 2, G.w_dim)  # made for a generator with more layers
     save(Direction("other", wrong, {}), tmp_path / "other.safetensors")
-    with caplog.at_level(logging.WARNING, logger="stream.effect"):
+    with caplog.at_level(logging.WARNING, logger="stream.loader"):
         effect = Effect(EffectConfig(device="cpu", directions_dir=str(tmp_path)), encoder=copy.deepcopy(E))
     assert effect.available_directions == ["smile"]
     assert any("other.safetensors" in r.getMessage() for r in caplog.records)
@@ -428,11 +427,11 @@ def test_live_mode_renders_at_live_resolution_and_paper_mode_at_full(tiny_nets, 
     small = RES // 2
     live = make_effect(tiny_nets, [face_landmarks], live_resolution=small)
     paper = make_effect(tiny_nets, [face_landmarks], mode="paper", live_resolution=small)
-    assert (live.render_resolution, live.paste_size) == (small, small)
-    assert (paper.render_resolution, paper.paste_size) == (RES, RES)
+    assert (live.editor.render_resolution, live.info.crop_size) == (small, small)
+    assert (paper.editor.render_resolution, paper.info.crop_size) == (RES, RES)
     calls = []
-    real_forward = live.G.forward
-    live.G.forward = lambda ws, out_resolution=None: calls.append(out_resolution) or real_forward(ws, out_resolution)
+    real_forward = live.editor.G.forward
+    live.editor.G.forward = lambda ws, out_resolution=None: calls.append(out_resolution) or real_forward(ws, out_resolution)
     c = Controls(directions={"smile": 3.0})
     state = live.new_state()
     out = live.process(face_frame, c, state)

@@ -1,8 +1,10 @@
-"""stream.pipeline: latest-frame slot, drops counted exactly, bounded memory and latency, errors, clean stop.
+"""stream.driver: latest-frame slot, drops counted exactly, bounded memory and latency, errors, clean stop.
 
+The driver runs anything with a session's `process(frame, t_capture) -> Output`; here a `Walk` wraps a plain
+function (the real Session is tested in test_session.py and end to end in test_live_path.py).
 The "60-second run at 30 fps" is fast-forwarded: time is scaled down by SPEEDUP (the frame interval and the
-engine time shrink together), so the 1800 frames of a minute take a few real seconds. The engine is 3x slower
-than the frame interval. No assertion is about speed; they are about what the pipeline keeps and counts.
+walk time shrink together), so the 1800 frames of a minute take a few real seconds. The walk is 3x slower
+than the frame interval. No assertion is about speed; they are about what the driver keeps and counts.
 """
 from __future__ import annotations
 
@@ -14,7 +16,26 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from stream.pipeline import LatestFramePipeline
+from stream.driver import FrameDriver
+from stream.session import Output
+from stream.status import FrameStatus
+
+
+class Walk:
+    """A session stand-in: `process` applies `fn` to the frame; `stats` reports a fixed stage time."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def process(self, frame, t_capture=None):
+        return Output(self.fn(frame), FrameStatus("running", message="walking"))
+
+    def stats(self):
+        return {"stage_ms": {"encode": 4.0}}
+
+
+def LatestFramePipeline(fn, **kw):  # noqa: N802 -- the driver around a plain function
+    return FrameDriver(Walk(fn), **kw)
 
 FPS = 30
 SECONDS = 60
@@ -65,7 +86,7 @@ def test_sixty_seconds_slow_engine_bounded_memory_latency_and_exact_drops():
     q = len(lat) // 4
     first, last = float(np.mean(lat[:q])), float(np.mean(lat[-q:]))
     assert last < 3 * first + 50 * ENGINE * 1e3, (first, last)
-    assert s["errors"] == 0 and s["fps_in"] > 0 and s["fps_out"] > 0
+    assert s["driver_errors"]["errors"] == 0 and s["fps_in"] > 0 and s["fps_out"] > 0
 
 
 def test_fast_engine_drops_nothing_with_paced_feed():
@@ -73,7 +94,7 @@ def test_fast_engine_drops_nothing_with_paced_feed():
     pipe = LatestFramePipeline(lambda f: f, on_output=lambda f, info: seen.append(info["index"]))
     pipe.start()
     for i in range(20):
-        pipe.submit(np.full((4, 4, 3), i, np.uint8))
+        pipe.push(np.full((4, 4, 3), i, np.uint8))
         deadline = time.monotonic() + 5
         while len(seen) <= i and time.monotonic() < deadline:  # wait for the engine: then nothing can drop
             time.sleep(0.001)
@@ -91,9 +112,9 @@ def test_latest_frame_wins_and_drop_count_exact():
 
     pipe = LatestFramePipeline(engine, on_output=lambda f, info: got.append(int(f[0, 0, 0])))
     pipe.start()
-    pipe.submit(np.full((2, 2, 3), 0, np.uint8))
+    pipe.push(np.full((2, 2, 3), 0, np.uint8))
     time.sleep(0.05)  # the worker takes frame 0 and blocks in the engine
-    replaced = [pipe.submit(np.full((2, 2, 3), i, np.uint8)) for i in range(1, 6)]
+    replaced = [pipe.push(np.full((2, 2, 3), i, np.uint8)) for i in range(1, 6)]
     assert replaced == [False, True, True, True, True]
     gate.set()
     pipe.stop(drain=True)
@@ -105,15 +126,15 @@ def test_stop_without_drain_counts_the_pending_frame():
     gate = threading.Event()
     pipe = LatestFramePipeline(lambda f: (gate.wait(5), f)[1])
     pipe.start()
-    pipe.submit(np.zeros((2, 2, 3), np.uint8))
+    pipe.push(np.zeros((2, 2, 3), np.uint8))
     time.sleep(0.05)
-    pipe.submit(np.zeros((2, 2, 3), np.uint8))  # waits in the slot
+    pipe.push(np.zeros((2, 2, 3), np.uint8))  # waits in the slot
     gate.set()
     pipe.stop(drain=False)
     s = pipe.stats()
     assert s["frames_in"] == 2 and s["processed"] + s["dropped"] == 2
     with pytest.raises(RuntimeError, match="stopped"):
-        pipe.submit(np.zeros((2, 2, 3), np.uint8))
+        pipe.push(np.zeros((2, 2, 3), np.uint8))
 
 
 def test_engine_exception_passes_through_counted_logged_once(caplog):
@@ -124,28 +145,28 @@ def test_engine_exception_passes_through_counted_logged_once(caplog):
 
     outs = []
     pipe = LatestFramePipeline(engine, on_output=lambda f, info: outs.append(int(f[0, 0, 0])))
-    with caplog.at_level(logging.ERROR, logger="stream.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="stream.driver"):
         pipe.start()
         for i in range(6):
-            pipe.submit(np.full((2, 2, 3), i, np.uint8))
+            pipe.push(np.full((2, 2, 3), i, np.uint8))
             deadline = time.monotonic() + 5
             while pipe.processed <= i and time.monotonic() < deadline:
                 time.sleep(0.001)
         pipe.stop()
     assert outs == [1, 2, 2, 3, 5, 6]  # frames 2 and 3 passed through unchanged; the stream went on
-    assert pipe.stats()["errors"] == 2
+    assert pipe.stats()["driver_errors"]["errors"] == 2
     assert sum("engine hiccup" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_overlay_and_get_output_and_stage_fn():
-    pipe = LatestFramePipeline(lambda f: f, overlay=True, stage_fn=lambda: {"stage_ms": {"encode": 4.0}})
+    pipe = LatestFramePipeline(lambda f: f, overlay=True)
     pipe.start()
     frame = np.zeros((64, 320, 3), np.uint8)
-    pipe.submit(frame)
+    pipe.push(frame)
     out, info = pipe.get_output(timeout=5)
     pipe.stop()
     assert out.shape == frame.shape and out.any() and not frame.any()  # text drawn on a copy
-    assert info["index"] == 0 and info["latency_ms"] >= 0
+    assert info["index"] == 0 and info["latency_ms"] >= 0 and info["status"].message == "walking"
     s = pipe.stats()
     assert s["stage_ms"]["encode"] == 4.0 and {"wait", "process", "total"} <= set(s["stage_ms"])
     assert pipe.get_output(timeout=0.01) is None

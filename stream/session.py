@@ -1,0 +1,269 @@
+"""A Session: the ONE owner of a stream's state -- its face tracker (tracks, per-face memories, cached edits),
+controls, clock, counters, stage timings and errors. A door makes one per camera / browser peer / clip and closes it.
+
+The walk of one frame (`Session.process`), at the camera's rate::
+
+    faces = tracker.track(frame)                 landmarks -> smoothing -> FFHQ align (crops + inverse transforms)
+    collect()                                    a finished edit goes to its faces' tracks (memory + cached edit)
+    submit(faces)                                no edit in flight -> send this frame's faces to the editor
+    compose(frame, faces)                        paste each face's freshest edit on THIS frame's alignment if it is
+                                                 younger than the staleness bound; else the face passes through
+
+The residual G(w') - G(w) lives in aligned-crop coordinates, so a re-pasted edit follows the head. With
+`wait=True` (files, `Effect.process`) the frame's own edit is awaited: every frame gets a fresh edit.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from concurrent.futures import CancelledError
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from stream import status as st
+from stream.closing import Closeable
+from stream.controls import Controls, animation_t
+from stream.editor import FaceJob
+from stream.errors import ErrorCounter
+from stream.options import EffectConfig
+from stream.stats import SessionCounters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CachedEdit:
+    """A face's freshest edit, kept on its track."""
+
+    edit: np.ndarray        # uint8 [S, S, 3] BGR G(w')
+    base: np.ndarray        # uint8 [S, S, 3] BGR G(w)
+    t_capture: float        # session-clock time of the frame the edit was computed from
+
+
+@dataclass
+class _InFlight:
+    future: Any             # concurrent.futures.Future of [FaceEdit]
+    tracks: list            # the tracks whose faces were sent, in job order
+    generations: list       # their generations then (a jump since -> the result is dropped)
+    t_capture: float
+    t_submit: float
+
+
+@dataclass
+class Output:
+    """What `Session.process` returns."""
+
+    frame: np.ndarray       # uint8 [H, W, 3] BGR; the input object itself when nothing was pasted
+    status: st.FrameStatus
+
+
+class Session(Closeable):
+    """One stream. `process(frame)` -> `Output`; `set_controls(...)`; `stats()`; `close()`."""
+
+    def __init__(self,
+                 backend,                                   # stream.serving backend (submit/cancel/info)
+                 config: EffectConfig | None = None,        # max faces, smoothing, staleness, paste size, ...
+                 controls: Controls | None = None,          # starting controls (default: no direction, residual)
+                 landmarker_factory: Callable[[], Any] | None = None,  # () -> detect(frame) -> [[478, 2]]
+                 clock: Callable[[], float] = time.monotonic,  # seconds; animation, ages (tests pass a fake)
+                 stream_id: str | None = None):
+        self.backend = backend
+        self.info = backend.info
+        self.config = config or EffectConfig()
+        self.id = stream_id or uuid.uuid4().hex[:8]
+        self.clock = clock
+        self.controls = controls or Controls(paste_mode=self.config.paste_mode)
+        self.staleness_s = self.config.staleness_for(self.info.device_type) / 1e3
+        self.tracker = make_tracker(self.config, self.info.crop_size, landmarker_factory)
+        self.counters = SessionCounters()
+        self.errors = ErrorCounter(log)
+        self.last_status = st.FrameStatus(st.WAITING)
+        self._t0: float | None = None
+        self._inflight: _InFlight | None = None
+
+    # ------------------------------------------------------------------ controls
+    def set_controls(self, controls: Controls | Mapping) -> Controls:
+        """Validate (against the editor's directions) and apply; returns the controls as applied."""
+        if isinstance(controls, Mapping):
+            controls = Controls.from_dict(controls, self._names_to_check())
+        else:
+            controls.validate(self._names_to_check())
+        self.controls = controls
+        return controls
+
+    def _names_to_check(self):
+        return self.info.direction_names if self.info.available else None
+
+    # ------------------------------------------------------------------ the frame
+    def process(self, frame: np.ndarray, t_capture: float | None = None, wait: bool = False) -> Output:
+        """One frame in, one frame out (same shape, uint8). Never raises for a frame that fails: it passes
+        through, counted in `stats()["errors"]`. ValueError only for a frame that is not uint8 [H, W, 3]."""
+        frame = check_frame(frame)
+        now = self.clock()
+        t_capture = now if t_capture is None else t_capture
+        self.counters.frames += 1
+        if not self.controls.enabled:
+            self.counters.disabled += 1
+            return self._out(frame, st.FrameStatus(st.OFF, message=st.describe(st.OFF)))
+        try:
+            return self._out(*self._walk(frame, t_capture, wait))
+        except Exception as exc:  # noqa: BLE001 -- one bad frame must not end the stream
+            kind = self.errors.count(exc)
+            return self._out(frame, st.FrameStatus(st.ERROR, message=st.describe(st.ERROR, error=kind)))
+
+    def _walk(self, frame: np.ndarray, t_capture: float, wait: bool):
+        faces = self.tracker.track(frame, t_capture)
+        self.counters.record_stages(self.tracker.timing)
+        self._collect(block=False)
+        if not faces:
+            return frame, self._no_face()
+        if not self.info.available:
+            return draw_tracking(frame, faces), self._status(self.info.state, faces, notice=self.info.notice)
+        if self._inflight is None:
+            self._submit(faces, t_capture)
+        if wait:  # this frame's own edit: never stale, however long it took
+            self._collect(block=True)
+            return self._compose(frame, faces, bound_s=float("inf"))
+        return self._compose(frame, faces, bound_s=self.staleness_s)
+
+    def _out(self, frame: np.ndarray, status: st.FrameStatus) -> Output:
+        self.last_status = status
+        return Output(frame, status)
+
+    def _no_face(self) -> st.FrameStatus:
+        if self.tracker.too_small:
+            self.counters.too_small += 1
+            return self._status(st.FACE_TOO_SMALL, [])
+        self.counters.no_face += 1
+        return self._status(st.NO_FACE, [])
+
+    def _status(self, state: str, faces: list, edited: int = 0, age_ms: float | None = None,
+                notice: str | None = None) -> st.FrameStatus:
+        message = st.describe(state, faces=edited or len(faces), edit_age_ms=age_ms,
+                              bound_ms=self.staleness_s * 1e3, notice=notice)
+        return st.FrameStatus(state, faces=len(faces), edited_faces=edited, edit_age_ms=age_ms, message=message)
+
+    # ------------------------------------------------------------------ edits
+    def _submit(self, faces: list, t_capture: float) -> None:
+        t = animation_t(self.controls, self._elapsed())
+        self.counters.t = t
+        coef = self.controls.coefficients(self.info.direction_names, t)
+        jobs = [FaceJob(f.aligned.crop, coef, f.track.memory) for f in faces]
+        tracks = [f.track for f in faces]
+        future = self.backend.submit(self.id, jobs)
+        self._inflight = _InFlight(future, tracks, [tr.generation for tr in tracks], t_capture, self.clock())
+
+    def _collect(self, block: bool) -> None:
+        """Move a finished edit onto its tracks (block=True waits for it)."""
+        job = self._inflight
+        if job is None or (not block and not job.future.done()):
+            return
+        self._inflight = None
+        try:
+            edits = job.future.result()
+        except CancelledError:
+            return
+        except Exception as exc:  # noqa: BLE001 -- the editor failed on this stream's faces: only they miss an edit
+            self.errors.count(exc, where="edit")
+            return
+        for track, generation, e in zip(job.tracks, job.generations, edits):
+            if track.generation != generation:  # the face jumped meanwhile: this edit belongs to the old pose
+                continue
+            track.memory = e.memory
+            track.edit = CachedEdit(e.edit, e.base, job.t_capture)
+        self.counters.record_edit(edits[0].timing if edits else {}, (self.clock() - job.t_submit) * 1e3)
+
+    def _compose(self, frame: np.ndarray, faces: list, bound_s: float):
+        """Paste every face's edit that is at most `bound_s` old on this frame's alignment."""
+        from stream.face.paste import paste_faces  # noqa: PLC0415
+
+        t0 = time.perf_counter()
+        now = self.clock()
+        pick = [(f, now - f.track.edit.t_capture) for f in faces if f.track.edit is not None]
+        fresh = [(f, age) for f, age in pick if age <= bound_s]
+        if not fresh:
+            state = st.STALE if pick else st.WAITING
+            self.counters.count_state(state)
+            age = max(a for _, a in pick) * 1e3 if pick else None
+            return frame, self._status(state, faces, age_ms=age)
+        out = paste_faces(frame, [f.track.edit.edit for f, _ in fresh], [f.aligned for f, _ in fresh],
+                          mode=self.controls.paste_mode, base_crops=[f.track.edit.base for f, _ in fresh],
+                          masks=[self._mask(f.aligned) for f, _ in fresh])
+        age_ms = max(a for _, a in fresh) * 1e3
+        self.counters.record_pasted(age_ms, (time.perf_counter() - t0) * 1e3)
+        state = st.RUNNING if self.info.direction_names else st.DIRECTIONS_MISSING
+        return out, self._status(state, faces, edited=len(fresh), age_ms=age_ms)
+
+    def _mask(self, aligned):
+        """The feathered face mask, drawn at <= MASK_WORK_SIZE (paste_back warps a mask of any side)."""
+        from stream.face.paste import MASK_WORK_SIZE, face_mask  # noqa: PLC0415
+
+        size = min(aligned.size, MASK_WORK_SIZE)
+        feather = self.config.feather_px
+        return face_mask(aligned, size, feather_px=None if feather is None else feather * size / aligned.size)
+
+    def _elapsed(self) -> float:
+        now = self.clock()
+        if self._t0 is None:
+            self._t0 = now
+        return now - self._t0
+
+    # ------------------------------------------------------------------ lifecycle and stats
+    @property
+    def faces(self) -> list:
+        """The tracks followed now (their memories and cached edits)."""
+        return self.tracker.tracks if self.tracker is not None else []
+
+    def reset(self) -> None:
+        """Forget faces, memories and edits (e.g. a scene cut); counters stay."""
+        self.tracker.reset()
+
+    def stats(self) -> dict:
+        """Counters, stage timings (ms, moving averages), errors and the last status."""
+        return {**self.counters.as_dict(), "faces": len(self.faces), "resets": getattr(self.tracker, "resets", 0),
+                **self.errors.as_dict(), "state": self.last_status.state, "message": self.last_status.message,
+                "controls": self.controls.to_dict()}
+
+    def close(self) -> None:
+        """Free the tracker (MediaPipe graph), the faces' memories, and this stream's place in the editor queue."""
+        self.backend.cancel(self.id)
+        if self._inflight is not None:
+            self._inflight.future.cancel()
+            self._inflight = None
+        tracker, self.tracker = self.tracker, None
+        if tracker is not None:
+            tracker.reset()
+            tracker.close()
+
+
+def make_tracker(config: EffectConfig, crop_size: int, landmarker_factory: Callable[[], Any] | None = None):
+    """A per-stream `stream.face.tracking.FaceTracker` aligning at the editor's crop size."""
+    from stream.face.tracking import FaceTracker  # noqa: PLC0415
+
+    landmarker = landmarker_factory() if landmarker_factory is not None else None
+    return FaceTracker(max_faces=config.max_faces, align_size=crop_size, min_eye_dist_px=config.min_eye_dist_px,
+                       smooth=config.smoothing, landmarker=landmarker, reset_threshold=config.reset_threshold)
+
+
+def check_frame(frame) -> np.ndarray:
+    """The frame itself if it is uint8 [H, W, 3]; else a one-line ValueError."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        got = f"{frame.dtype} {list(frame.shape)}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise ValueError(f"frame must be a uint8 [H, W, 3] BGR array, got {got}; convert it with cv2.cvtColor")
+    return frame
+
+
+def draw_tracking(frame: np.ndarray, faces: list) -> np.ndarray:
+    """Tracking-only output: each face's hull and every 4th landmark (the notice is the door's overlay)."""
+    import cv2  # noqa: PLC0415
+
+    out = frame.copy()
+    for face in faces:
+        pts = np.round(face.landmarks).astype(np.int32)
+        cv2.polylines(out, [cv2.convexHull(pts)], True, (0, 255, 0), 2, cv2.LINE_AA)
+        for x, y in pts[::4]:
+            cv2.circle(out, (int(x), int(y)), 1, (0, 200, 255), -1)
+    return out

@@ -1,0 +1,68 @@
+"""A session's counters and stage timings (moving averages): one implementation every door reads."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+EMA = 0.1     # weight of the newest sample in the moving averages
+STAGES = ("landmarks", "align", "encode", "generate", "paste", "edit")   # "edit": submit -> result (ms)
+
+
+def ema(previous: float | None, sample: float, weight: float = EMA) -> float:
+    """Exponential moving average (the first sample starts it)."""
+    return sample if previous is None else (1 - weight) * previous + weight * sample
+
+
+@dataclass
+class SessionCounters:
+    """What happened to a stream's frames (counts) and how long each stage took (ms, moving averages)."""
+
+    frames: int = 0          # frames processed
+    edited: int = 0          # frames with at least one edit pasted
+    edits: int = 0           # edits received from the editor
+    waiting: int = 0         # frames with a face but no edit yet
+    stale: int = 0           # frames whose newest edit was older than the bound (passed through)
+    no_face: int = 0
+    too_small: int = 0
+    disabled: int = 0
+    t: float = 0.0           # the animation's t at the newest edit request
+    edit_age_ms: float | None = None       # age of the edit pasted on the newest edited frame
+    max_edit_age_ms: float = 0.0           # oldest edit ever pasted (must stay under the staleness bound)
+    stage_ms: dict = field(default_factory=dict)
+    last_ms: dict = field(default_factory=dict)
+    batch: float | None = None             # moving average of the batch size the stream's edits ran in
+
+    def record_stage(self, stage: str, ms: float) -> None:
+        self.last_ms[stage] = ms
+        self.stage_ms[stage] = ema(self.stage_ms.get(stage), ms)
+
+    def record_stages(self, timing: dict) -> None:
+        for stage, ms in (timing or {}).items():
+            self.record_stage(stage, ms)
+
+    def record_edit(self, timing: dict, latency_ms: float) -> None:
+        """One edit received: its pass's encode/generate ms and batch size, submit -> result latency."""
+        self.edits += 1
+        for key in ("encode_ms", "generate_ms"):
+            if key in timing:
+                self.record_stage(key[:-3], timing[key])
+        if "batch" in timing:
+            self.batch = ema(self.batch, float(timing["batch"]))
+        self.record_stage("edit", latency_ms)
+
+    def record_pasted(self, age_ms: float, paste_ms: float) -> None:
+        self.edited += 1
+        self.edit_age_ms = age_ms
+        self.max_edit_age_ms = max(self.max_edit_age_ms, age_ms)
+        self.record_stage("paste", paste_ms)
+
+    def count_state(self, state: str) -> None:
+        if state == "stale":
+            self.stale += 1
+        elif state == "waiting":
+            self.waiting += 1
+
+    def as_dict(self) -> dict:
+        return {"frames": self.frames, "edited": self.edited, "edits": self.edits, "waiting": self.waiting,
+                "stale": self.stale, "no_face": self.no_face, "too_small": self.too_small, "disabled": self.disabled,
+                "t": self.t, "edit_age_ms": self.edit_age_ms, "max_edit_age_ms": self.max_edit_age_ms,
+                "batch": self.batch, "stage_ms": dict(self.stage_ms), "last_ms": dict(self.last_ms)}
