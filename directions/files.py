@@ -374,8 +374,18 @@ def find_direction(name_or_path: Union[str, Path], folders: Optional[Iterable[Un
                 return cand
     available = sorted({_default_name(x) for f in folders for x in list_directions(f)})
     raise FileNotFoundError(
-        f"direction {name!r} not found in {', '.join(map(str, folders)) or '(no folders)'}; "
-        f"available: {', '.join(available) or 'none'} — build one with `python -m directions build --name {name} ...`")
+        f"direction {name!r}{did_you_mean(name, available)} not found in "
+        f"{', '.join(map(str, folders)) or '(no folders)'}; available: {', '.join(available) or 'none'} — install "
+        f"the paper's with `python -m directions install-official` or build one with "
+        f"`python -m directions build --name {name} ...`")
+
+
+def did_you_mean(name: str, available: Iterable[str]) -> str:
+    """' (did you mean 'smile'?)' for the closest available name, '' when nothing is close."""
+    import difflib  # noqa: PLC0415
+
+    close = difflib.get_close_matches(str(name), list(available), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def make_meta(

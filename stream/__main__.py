@@ -1,68 +1,66 @@
-"""python -m stream: camera / video / image -> micromotion Effect -> virtual camera, preview window, file.
+"""python -m stream: camera / video / image -> micromotion -> virtual camera, preview window, file.
 
     python -m stream --camera 0 --virtual-camera --direction smile --alpha 3 --animate
     python -m stream --input clip.mp4 --out out.mp4 --direction smile --alpha 3 --direction eyesClose --alpha 2
     python -m stream --image face.jpg --preview --direction smile --alpha 3 --animate
 
-Live sources (camera, or a file sent to the virtual camera / preview) go through the latest-frame pipeline
-(frames are dropped when the engine is slower than the source). A file rendered with --out only is processed
-offline: every frame, in order. Without weights the face is tracked and drawn, and the one download command
-is printed. Exit codes: 0 ok, 1 runtime failure, 2 bad usage / missing device.
+Live outputs (virtual camera, preview) run through the latest-frame driver at the camera's rate: each frame gets
+the freshest edit moved onto its face (up to --staleness-ms old), while the editor refreshes edits as fast as it can.
+A file rendered with --out only is a file job: every frame, in order, each with its own fresh edit.
+
+The effect's state goes to stderr when it changes (no face, stale edit, missing weights, ...). Exit codes:
+0 done; 1 runtime failure; 2 bad usage or no virtual camera device; 3 the networks are not installed (a file job
+writes nothing and prints the command that fetches them); 4 a file job found no face in any frame (the output is
+an unchanged copy).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-import time
 from typing import Sequence
 
-EXIT_USAGE = 2
+from stream.options import add_effect_arguments, config_from_args
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_SETUP, EXIT_NO_FACE = 1, 2, 3, 4
+log = logging.getLogger("stream")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m stream", description="Live micromotion face effect.")
+    p = argparse.ArgumentParser(prog="python -m stream", description="Live micromotion face effect.",
+                                epilog="exit codes: 0 done, 1 failure, 2 bad usage / no virtual camera, "
+                                       "3 networks not installed (file jobs), 4 no face found (file jobs)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--camera", type=int, metavar="N", help="webcam index (OpenCV)")
     src.add_argument("--input", metavar="VIDEO", help="video file (mp4, mkv, webm, y4m)")
     src.add_argument("--image", metavar="IMAGE", help="still image (repeated --frames times)")
-    p.add_argument("--virtual-camera", action="store_true", help="send the output to a virtual camera")
-    p.add_argument("--vcam-backend", default=None, help="pyvirtualcam backend (default: the platform's)")
-    p.add_argument("--vcam-device", default=None, help="virtual camera device, e.g. /dev/video10")
-    p.add_argument("--preview", action="store_true", help="show the output in a window (q / Esc quits)")
-    p.add_argument("--out", metavar="FILE", help="write the output video (with the input's audio)")
-    p.add_argument("--direction", action="append", default=[], metavar="NAME",
-                   help="direction to apply (repeatable; name in the directions folder or a file path)")
-    p.add_argument("--alpha", action="append", type=float, default=[], metavar="A",
-                   help="strength of each --direction (one value applies to all; default 3)")
-    p.add_argument("--animate", action="store_true", help="sweep t 0 -> 1 -> 0 (else t is held at --t)")
-    p.add_argument("--period", type=float, default=2.0, help="animation period in seconds (default 2)")
-    p.add_argument("--t", type=float, default=1.0, help="held t in [0, 1] when not animating (default 1)")
-    p.add_argument("--paste-mode", choices=("residual", "replace"), default="residual")
-    p.add_argument("--mode", choices=("live", "paper"), default="live")
-    p.add_argument("--generator", default=None, help="generator name/path (default: the encoder's decoder)")
-    p.add_argument("--encoder", default="restyle-psp-ffhq", help="encoder name/path (default restyle-psp-ffhq)")
-    p.add_argument("--directions-dir", default=None, help="folder of direction files")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
-    p.add_argument("--max-faces", type=int, default=2)
-    p.add_argument("--live-resolution", type=int, default=256,
-                   help="live mode renders the generator up to this size, the size faces are pasted at "
-                        "(512 or 1024 for large faces in HD video)")
-    p.add_argument("--no-cuda-graphs", action="store_true", help="run the networks eagerly on CUDA")
-    p.add_argument("--compile", action="store_true", help="torch.compile the per-frame networks")
-    p.add_argument("--overlay", action="store_true", help="draw fps / drops / latency on the output")
+    out = p.add_argument_group("outputs")
+    out.add_argument("--virtual-camera", action="store_true", help="send the output to a virtual camera")
+    out.add_argument("--vcam-backend", default=None, help="pyvirtualcam backend (default: the platform's)")
+    out.add_argument("--vcam-device", default=None, help="virtual camera device, e.g. /dev/video10")
+    out.add_argument("--preview", action="store_true", help="show the output in a window (q / Esc quits)")
+    out.add_argument("--out", metavar="FILE", help="write the output video (with the input's audio)")
+    edit = p.add_argument_group("what to apply")
+    edit.add_argument("--alpha", action="append", type=float, default=[], metavar="A",
+                      help="strength of each --direction (one value applies to all; default 3)")
+    edit.add_argument("--animate", action="store_true", help="sweep t 0 -> 1 -> 0 (else t is held at --t)")
+    edit.add_argument("--period", type=float, default=2.0, help="animation period in seconds (default 2)")
+    edit.add_argument("--t", type=float, default=1.0, help="held t in [0, 1] when not animating (default 1)")
+    add_effect_arguments(p)
     p.add_argument("--frames", type=int, default=None, help="stop after N frames (image: default 90)")
     p.add_argument("--fps", type=float, default=None, help="output / image frame rate (default: the source's)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
-def _controls(args):
-    from stream.effect import Controls  # noqa: PLC0415
+def controls_from_args(args):
+    """Controls from --direction/--alpha/--animate/--period/--t/--paste-mode; ValueError on a mismatch."""
+    from pathlib import Path  # noqa: PLC0415
 
-    names = [str(__import__("pathlib").Path(d).stem) if d.endswith((".pt", ".safetensors")) else d
-             for d in args.direction]
+    from stream.controls import Controls  # noqa: PLC0415
+
+    names = [Path(d).stem if d.endswith((".pt", ".safetensors")) else d for d in (args.direction or [])]
     alphas = args.alpha or [3.0]
     if len(alphas) == 1:
         alphas = alphas * len(names)
@@ -70,18 +68,7 @@ def _controls(args):
         raise ValueError(f"{len(names)} --direction but {len(alphas)} --alpha; give one --alpha per direction "
                          f"(or a single one for all)")
     return Controls(directions=dict(zip(names, alphas)), animate=args.animate, period_s=args.period, t=args.t,
-                    paste_mode=args.paste_mode).validate()
-
-
-def _open_source(args):
-    from stream import sources  # noqa: PLC0415
-
-    if args.camera is not None:
-        return sources.WebcamSource(args.camera), True
-    if args.image is not None:
-        n = args.frames if args.frames is not None else 90
-        return sources.ImageSource(args.image, repeat=n, fps=args.fps or 30.0), False
-    return sources.VideoFileSource(args.input), False
+                    paste_mode=args.paste_mode or "residual").validate()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,158 +76,87 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not (args.virtual_camera or args.preview or args.out):
-        print("error: choose an output: --virtual-camera, --preview and/or --out FILE", file=sys.stderr)
-        return EXIT_USAGE
+        return _usage("choose an output: --virtual-camera, --preview and/or --out FILE")
     try:
-        controls = _controls(args)
+        controls = controls_from_args(args)
+        config = config_from_args(args)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _usage(str(exc))
+    from stream.sources import open_source  # noqa: PLC0415
+
+    spec = args.camera if args.camera is not None else (args.image or args.input)
+    options = {"repeat": args.frames or 90, "fps": args.fps or 30.0} if args.image else {}
     try:
-        source, live = _open_source(args)
+        source = open_source(spec, **options)
     except (OSError, RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    fps = args.fps or source.fps or 30.0
-    sinks = []
+        return _usage(str(exc))
+    with source:
+        return _with_effect(args, source, controls, config)
+
+
+def _with_effect(args, source, controls, config) -> int:
+    from stream.effect import Effect  # noqa: PLC0415
+
+    file_job = not (args.camera is not None or args.virtual_camera or args.preview)
     try:
-        sinks = _open_sinks(args, source, fps)
-    except _UsageError as exc:
-        source.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        return _run(args, source, sinks, controls, fps, live)
-    finally:
-        for s in sinks:
-            s.close()
-        source.close()
-
-
-class _UsageError(Exception):
-    pass
-
-
-def _open_sinks(args, source, fps) -> list:
-    from stream import sinks as sk  # noqa: PLC0415
-
-    out = []
-    try:
-        if args.virtual_camera:
-            try:
-                out.append(sk.VirtualCameraSink(source.width, source.height, fps, backend=args.vcam_backend,
-                                                device=args.vcam_device))
-            except sk.VirtualCameraUnavailable as exc:
-                raise _UsageError(str(exc)) from None
-        if args.preview:
-            try:
-                out.append(sk.PreviewSink())
-            except RuntimeError as exc:
-                raise _UsageError(str(exc)) from None
-        if args.out:
-            try:
-                out.append(sk.FileSink(args.out, fps=fps, audio_from=args.input))
-            except (OSError, ValueError) as exc:
-                raise _UsageError(str(exc)) from None
-    except _UsageError:
-        for s in out:
-            s.close()
-        raise
-    return out
-
-
-def _run(args, source, sinks, controls, fps, live) -> int:
-    from stream.effect import Effect, EffectConfig  # noqa: PLC0415
-    from stream.pipeline import LatestFramePipeline  # noqa: PLC0415
-
-    config = EffectConfig(
-        generator=args.generator, encoder=args.encoder, directions=tuple(args.direction),
-        directions_dir=args.directions_dir, device=args.device, precision=args.precision, mode=args.mode,
-        max_faces=args.max_faces, cuda_graphs=not args.no_cuda_graphs, compile=args.compile,
-        live_resolution=args.live_resolution,
-    )
-    try:
-        effect = Effect.create(config)
+        effect = Effect.open(config, batching=not file_job)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if effect.is_tracking_only:
-        print(f"{effect.notice}\nrunning face tracking only (no edit) until the weights are installed")
-        controls.directions = {}
-    else:
-        try:
-            controls.validate(effect.available_directions)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    state = effect.new_state()
-    stop = {"quit": False}
-
-    def write(frame):
-        for s in sinks:
-            if s.write(frame) is False:  # the preview window was closed
-                stop["quit"] = True
-
-    offline = not live and not args.virtual_camera and not args.preview
-    n = 0
-    t_start = time.monotonic()
+        return _usage(str(exc))
     try:
-        if offline:  # every frame, in order
-            for frame, _ts in source:
-                out = effect.process(frame, controls, state)
-                write(effect_overlay(out, state) if args.overlay else out)
-                n += 1
-                if args.frames is not None and n >= args.frames:
-                    break
-            stats = {"frames_in": n, "processed": n, "dropped": 0}
+        if not effect.info.available:
+            if file_job and effect.info.state == "networks_missing":
+                print(f"error: nothing written: {effect.notice}", file=sys.stderr)
+                return EXIT_SETUP
+            print(f"{effect.notice}\nrunning face tracking only (no edit)", file=sys.stderr)
+            controls.directions = {}
         else:
-            # The engine runs in the pipeline's worker; sinks are written from this (the main) thread, which
-            # GUI toolkits need for the preview window. A slow sink only makes outputs overwrite each other.
-            pipe = LatestFramePipeline(lambda f: effect.process(f, controls, state), overlay=args.overlay,
-                                       stage_fn=state.stats)
-            pipe.start()
-
-            def frames():
-                for i, (frame, _ts) in enumerate(source):
-                    if stop["quit"] or (args.frames is not None and i >= args.frames):
-                        return
-                    yield frame
-
-            pipe.feed(frames(), fps=None if live else fps, block=False)
             try:
-                while pipe.feeding and not stop["quit"]:
-                    got = pipe.get_output(timeout=0.05)
-                    if got is not None:
-                        write(got[0])
-                        n += 1
-            except KeyboardInterrupt:
-                pass
-            stop["quit"] = True
-            pipe.stop(drain=True)
-            got = pipe.get_output(timeout=0)
-            if got is not None:
-                write(got[0])
-                n += 1
-            stats = pipe.stats()
-    except KeyboardInterrupt:
-        stats = {"frames_in": n, "processed": n, "dropped": 0}
+                controls.validate(effect.available_directions)
+            except ValueError as exc:
+                return _usage(str(exc))
+        return _run_file_job(args, source, effect, controls) if file_job else _run_live(args, source, effect, controls)
     finally:
-        state.close()
-    elapsed = time.monotonic() - t_start
-    s = state.stats()
-    print(f"frames in {stats['frames_in']}, processed {stats['processed']}, dropped {stats['dropped']}, "
-          f"written {n}, edited {s['edited']}, no face {s['no_face']}, errors {s['errors']}, {elapsed:.1f} s")
+        effect.close()
+
+
+def _run_file_job(args, source, effect, controls) -> int:
+    from stream.jobs import edit_file  # noqa: PLC0415
+
+    try:
+        result = edit_file(source, effect, controls, args.out, fps=args.fps, max_frames=args.frames,
+                           overlay=args.overlay, progress=not args.quiet, audio_from=args.input)
+    except (OSError, ValueError) as exc:
+        return _usage(str(exc))
+    print(result.summary())
+    if result.edited == 0 and result.frames and result.no_face == result.frames:
+        print(f"warning: no face found in any of the {result.frames} frames; {args.out} is an unchanged copy",
+              file=sys.stderr)
+        return EXIT_NO_FACE
     return 0
 
 
-def effect_overlay(frame, state):
-    """Offline overlay: the effect's own per-stage times (no pipeline fps when every frame is processed)."""
-    import cv2  # noqa: PLC0415
+def _run_live(args, source, effect, controls) -> int:
+    from stream.jobs import LiveOutputs, run_live  # noqa: PLC0415
+    from stream.sinks import VirtualCameraUnavailable  # noqa: PLC0415
 
-    out = frame.copy()
-    ms = sum(state.last_ms.values())
-    cv2.putText(out, f"{ms:.0f} ms/frame", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
+    fps = args.fps or source.fps or 30.0
+    try:
+        outputs = LiveOutputs.open(source.width, source.height, fps, virtual_camera=args.virtual_camera,
+                                   vcam_backend=args.vcam_backend, vcam_device=args.vcam_device,
+                                   preview=args.preview, out=args.out, audio_from=args.input)
+    except (VirtualCameraUnavailable, RuntimeError, OSError, ValueError) as exc:
+        return _usage(str(exc))
+    with outputs:
+        paced = None if args.camera is not None else fps
+        result = run_live(source, effect, controls, outputs, fps=paced, max_frames=args.frames,
+                          overlay=args.overlay or not effect.info.available)
+    print(result.summary())
+    return 0
+
+
+def _usage(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

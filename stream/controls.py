@@ -6,12 +6,13 @@ holds (`coefficients(names, t)`), t from the animation clock (`animation_t`).
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from directions.files import did_you_mean
 
 MAX_ALPHA = 100.0        # |alpha| above this is refused as a typo in every door (the paper uses up to ~5-10)
 PASTE_MODES = ("residual", "replace")
@@ -96,10 +97,7 @@ def check_direction_names(chosen: Mapping[str, float] | Sequence[str], available
 
 def unknown_direction_message(missing: Sequence[str], available: Sequence[str]) -> str:
     """'unknown direction(s) 'smiel' (did you mean 'smile'?); available: ...' -- one line."""
-    parts = []
-    for name in missing:
-        close = difflib.get_close_matches(name, list(available), n=1, cutoff=0.6)
-        parts.append(repr(name) + (f" (did you mean {close[0]!r}?)" if close else ""))
+    parts = [repr(name) + did_you_mean(name, available) for name in missing]
     have = ", ".join(sorted(available)) or "none installed"
     return f"unknown direction(s) {', '.join(parts)}; available: {have}"
 
