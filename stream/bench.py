@@ -28,7 +28,9 @@ from typing import Sequence
 import numpy as np
 
 from engine.bench import report
-from stream.effect import STAGES
+from stream.stats import STAGES as _ALL_STAGES
+
+STAGES = _ALL_STAGES[:5]   # landmarks, align, encode, generate, paste
 
 log = logging.getLogger(__name__)
 DEFAULT_IMAGE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "faces" / "01.jpg"
@@ -80,32 +82,32 @@ def measure(mode: str, E, frame: np.ndarray, frames: int, device: str, precision
     config = EffectConfig(device=device, precision=precision, mode=mode, max_faces=1, cuda_graphs=cuda_graphs,
                           profile=True, live_resolution=live_resolution)
     effect = Effect(config, encoder=E, directions={"smile": delta})
-    state = effect.new_state()
-    controls = Controls(directions={"smile": 3.0}, paste_mode="residual")
+    session = effect.new_session(controls=Controls(directions={"smile": 3.0}, paste_mode="residual"))
     per_stage = {s: [] for s in STAGES}
     totals = []
     try:
         for i in range(frames + warmup):
             t0 = time.perf_counter()
-            out = effect.process(frame, controls, state)
+            out = session.process(frame, wait=True)
             total = (time.perf_counter() - t0) * 1e3
-            if state.errors:
-                raise RuntimeError(f"the effect failed: {dict(state.errors)}")
-            if out is frame:
+            if session.errors.total:
+                raise RuntimeError(f"the effect failed: {session.errors.as_dict()['errors_by_kind']}")
+            if not out.status.edited_faces:
                 raise RuntimeError("no face found in the benchmark frame; pass --image with a clear face photo")
             if i < warmup:
                 continue  # warm-up (first-call allocations, graph capture)
             totals.append(total)
             for s in STAGES:
-                per_stage[s].append(state.last_ms.get(s, 0.0))
+                per_stage[s].append(session.counters.last_ms.get(s, 0.0))
     finally:
-        state.close()
+        session.close()
     ms = {s: round(statistics.median(v), 2) for s, v in per_stage.items()}
     total = statistics.median(totals)
-    return {"mode": mode, "precision": effect.precision.name,
-            "cuda_graphs": bool(cuda_graphs and effect.device.type == "cuda" and mode == "live"),
-            "encoder_iters": effect.iters, "render_px": effect.render_resolution, "stage_ms": ms, "total_ms": round(total, 2),
-            "fps": round(1e3 / total, 3), "frames": frames, "warmup": warmup}
+    editor = effect.editor
+    return {"mode": mode, "precision": editor.precision.name,
+            "cuda_graphs": bool(cuda_graphs and editor.device.type == "cuda" and mode == "live"),
+            "encoder_iters": editor.iters, "render_px": editor.render_resolution, "stage_ms": ms,
+            "total_ms": round(total, 2), "fps": round(1e3 / total, 3), "frames": frames, "warmup": warmup}
 
 
 def run(config: str = "full", image: Path = DEFAULT_IMAGE, frames: int | None = None, device: str = "auto",

@@ -33,7 +33,7 @@ class TintEditor:
         self.delay_s = float(delay_ms) / 1e3
         meta = {n: {"alpha_range": [0.0, FULL_TINT], "alpha_default": FULL_TINT / 2, "method": "demo"}
                 for n in self.names}
-        self.info = EditorInfo(available=True, state="ready", mode=mode, crop_size=self.crop_size,
+        self.info = EditorInfo(available=True, state="demo", mode=mode, crop_size=self.crop_size,
                                notice="Demo effect: faces are tinted by colour per direction, not edited by "
                                       "StyleGAN (start without --demo for the real effect).",
                                command=None, direction_names=list(self.names), direction_meta=meta,

@@ -92,7 +92,7 @@ class Effect:
 
     def parse_controls(self, data: Mapping) -> Controls:
         """Controls from JSON, checked against the directions this effect holds."""
-        return Controls.from_dict(data, self.available_directions if self.info.available else None)
+        return Controls.from_dict(data, self.available_directions)
 
     # ------------------------------------------------------------------ sessions
     def new_session(self, controls: Controls | None = None, clock: Callable[[], float] = time.monotonic,

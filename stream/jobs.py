@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from stream.closing import Closeable
 from stream.status import draw_status
@@ -53,9 +54,10 @@ class StatusReporter:
 
 
 def edit_file(source, effect, controls, out_path, *, fps: float | None = None, max_frames: int | None = None,
-              overlay: bool = False, progress: bool = True, audio_from=None) -> JobResult:
+              overlay: bool = False, progress: bool = True, audio_from=None,
+              on_frame: Callable[[int], Any] | None = None) -> JobResult:
     """Edit every frame of `source` into `out_path` (mp4, with `audio_from`'s audio). The animation clock follows
-    the source's timestamps, not the processing time."""
+    the source's timestamps, not the processing time. `on_frame(n)` is called after each frame (a UI's progress)."""
     from tqdm import tqdm  # noqa: PLC0415
 
     from stream.sinks import FileSink  # noqa: PLC0415
@@ -76,6 +78,8 @@ def edit_file(source, effect, controls, out_path, *, fps: float | None = None, m
                 sink.write(draw_status(out.frame, out.status.message) if overlay else out.frame)
                 result.written += 1
                 bar.update(1)
+                if on_frame is not None:
+                    on_frame(result.written)
                 if max_frames is not None and result.frames >= max_frames:
                     break
     finally:

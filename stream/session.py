@@ -88,14 +88,11 @@ class Session(Closeable):
     def set_controls(self, controls: Controls | Mapping) -> Controls:
         """Validate (against the editor's directions) and apply; returns the controls as applied."""
         if isinstance(controls, Mapping):
-            controls = Controls.from_dict(controls, self._names_to_check())
+            controls = Controls.from_dict(controls, self.info.direction_names)
         else:
-            controls.validate(self._names_to_check())
+            controls.validate(self.info.direction_names)
         self.controls = controls
         return controls
-
-    def _names_to_check(self):
-        return self.info.direction_names if self.info.available else None
 
     # ------------------------------------------------------------------ the frame
     def process(self, frame: np.ndarray, t_capture: float | None = None, wait: bool = False) -> Output:
@@ -120,6 +117,7 @@ class Session(Closeable):
         self._collect(block=False)
         if not faces:
             return frame, self._no_face()
+        self.counters.tracked += 1
         if not self.info.available:
             return draw_tracking(frame, faces), self._status(self.info.state, faces, notice=self.info.notice)
         if self._inflight is None:

@@ -17,6 +17,7 @@ class SessionCounters:
     """What happened to a stream's frames (counts) and how long each stage took (ms, moving averages)."""
 
     frames: int = 0          # frames processed
+    tracked: int = 0         # frames with at least one face found
     edited: int = 0          # frames with at least one edit pasted
     edits: int = 0           # edits received from the editor
     waiting: int = 0         # frames with a face but no edit yet
@@ -62,7 +63,7 @@ class SessionCounters:
             self.waiting += 1
 
     def as_dict(self) -> dict:
-        return {"frames": self.frames, "edited": self.edited, "edits": self.edits, "waiting": self.waiting,
+        return {"frames": self.frames, "tracked": self.tracked, "edited": self.edited, "edits": self.edits, "waiting": self.waiting,
                 "stale": self.stale, "no_face": self.no_face, "too_small": self.too_small, "disabled": self.disabled,
                 "t": self.t, "edit_age_ms": self.edit_age_ms, "max_edit_age_ms": self.max_edit_age_ms,
                 "batch": self.batch, "stage_ms": dict(self.stage_ms), "last_ms": dict(self.last_ms)}

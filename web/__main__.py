@@ -10,6 +10,8 @@ import logging
 import ssl
 import sys
 
+from stream.options import add_effect_arguments, config_from_args
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m web", description="micromotion live page (WebRTC)")
@@ -27,31 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="offer ICE host candidates on this address only (repeatable; default: all "
                         "interfaces, or 127.0.0.1 when there is no other)")
     p.add_argument("--max-peers", type=int, default=8, help="simultaneous browsers (default 8)")
-    p.add_argument("--workers", type=int, default=1, help="threads running the effect (default 1)")
     p.add_argument("--peer-timeout", type=float, default=10.0,
                    help="free a peer after this many seconds without a video frame (default 10)")
     add_effect_arguments(p)
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
-
-
-def add_effect_arguments(p: argparse.ArgumentParser) -> None:
-    """Effect options shared by `python -m web` and `python -m web.gradio`."""
-    p.add_argument("--generator", default=None, help="generator weights: a name or a path (default: the default)")
-    p.add_argument("--encoder", default=None, help="encoder weights: a name or a path (default: the default)")
-    p.add_argument("--direction", action="append", default=None, metavar="NAME_OR_FILE",
-                   help="offer this direction (repeatable; default: every file in the directions folder)")
-    p.add_argument("--directions-dir", default=None,
-                   help="folder of direction files (default: $MICROMOTION_HOME/directions)")
-    p.add_argument("--device", default=None, help="torch device: auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--precision", default=None, choices=["auto", "fp32", "fp16", "bf16"],
-                   help="inference precision (default auto: fp16 on CUDA, fp32 on CPU)")
-    p.add_argument("--live-resolution", type=int, default=None,
-                   help="render the generator up to this size, the size faces are pasted at "
-                        "(default 256; 512 or 1024 for large faces in HD video)")
-    p.add_argument("--tracking-only", action="store_true", help="no networks: show the face tracking only")
-    p.add_argument("--demo", action="store_true",
-                   help="a stand-in effect (colour tint following α) needing neither weights nor face tracker")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,25 +58,26 @@ def main(argv: list[str] | None = None) -> int:
 
     from aiohttp import web
 
-    from web.server import ServerConfig, WebServer, ice_servers_from_urls, load_binding
+    from stream.effect import Effect
+    from web.server import ServerConfig, WebServer, ice_servers_from_urls
 
     try:
-        binding = load_binding(args)
+        effect = Effect.open(config_from_args(args), batching=True)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if binding.notice:
-        logging.getLogger("web").warning("%s", binding.notice)
+    if effect.notice:
+        logging.getLogger("web").warning("%s", effect.notice)
     config = ServerConfig(
         ice_servers=ice_servers_from_urls(args.stun, args.turn, args.turn_user, args.turn_password),
         ice_addresses=args.ice_address,
         max_peers=args.max_peers,
-        workers=args.workers,
         peer_timeout_s=args.peer_timeout,
+        overlay=bool(args.overlay),
     )
-    server = WebServer(binding, config)
+    server = WebServer(effect, config)
     scheme = "https" if ssl_context else "http"
-    print(f"micromotion: open {scheme}://{args.host}:{args.port}/  (mode: {binding.mode})", flush=True)
+    print(f"micromotion: open {scheme}://{args.host}:{args.port}/  (mode: {server.mode})", flush=True)
     try:
         web.run_app(server.make_app(), host=args.host, port=args.port, ssl_context=ssl_context, print=None,
                     access_log=logging.getLogger("aiohttp.access") if args.log_level.upper() == "DEBUG" else None)
@@ -102,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); pick another --port",
               file=sys.stderr)
         return 2
+    finally:
+        effect.close()
     return 0
 
 

@@ -10,7 +10,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from web.__main__ import add_effect_arguments
+    from stream.options import add_effect_arguments
 
     p = argparse.ArgumentParser(prog="python -m web.gradio", description="micromotion Gradio app")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -31,22 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.cert) != bool(args.key):
         print("error: --cert and --key go together; give both (PEM files) or neither", file=sys.stderr)
         return 2
-    if args.demo:
-        print("error: --demo is for `python -m web` only; use --tracking-only here", file=sys.stderr)
-        return 2
 
-    from web.gradio_app import Limits, build_app, load_effect
-    from web.server import effect_config_from_args
+    from stream.effect import Effect
+    from stream.options import config_from_args
+    from web.gradio_app import Limits, build_app
 
     try:
-        effect, notice = load_effect(effect_config_from_args(args), tracking_only=args.tracking_only)
+        effect = Effect.open(config_from_args(args), batching=True)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if notice:
-        logging.getLogger("web.gradio").warning("%s", notice)
+    if effect.notice:
+        logging.getLogger("web.gradio").warning("%s", effect.notice)
     limits = Limits(max_image_mb=args.max_image_mb, max_video_mb=args.max_video_mb, max_clip_s=args.max_clip_s)
-    app = build_app(effect, notice, limits)
+    app = build_app(effect, effect.notice, limits)
     app.queue(default_concurrency_limit=2).launch(
         server_name=args.host, server_port=args.port, max_file_size=f"{int(args.max_video_mb)}mb",
         ssl_certfile=args.cert, ssl_keyfile=args.key, ssl_verify=not args.cert,  # a self-signed --cert must not fail gradio's self-requests

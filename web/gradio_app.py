@@ -107,35 +107,19 @@ def check_video_upload(path, limits: Limits = Limits()) -> dict:
 # ------------------------------------------------------------------------------------------- effect
 
 
-def load_effect(config=None, tracking_only: bool = False):
-    """`(effect, notice)`: the full effect, or tracking only (notice = the weights command) without weights."""
-    from stream.effect import Effect, WeightsMissing
-
-    if tracking_only:
-        notice = "face tracking only (--tracking-only): no edit is applied"
-        return Effect.tracking_only(config, reason=notice), notice
-    try:
-        return Effect(config), None
-    except WeightsMissing as exc:
-        effect = Effect.tracking_only(config, reason=str(exc))
-        return effect, f"No weights installed: face tracking only. Fetch them with `{exc.command}` and restart."
-
-
 def make_controls(effect, direction: str | None, alpha: float, **kw):
     """Controls for one direction at strength α (no direction → no edit)."""
-    from stream.effect import Controls
-
     directions = {direction: float(alpha)} if direction else {}
-    return Controls.from_dict({"directions": directions, **kw}, effect.available_directions)
+    return effect.parse_controls({"directions": directions, **kw})
 
 
 def alpha_slider_for(effect, direction: str | None) -> dict:
     """Slider settings {"minimum", "maximum", "step", "value"} for `direction`: the suggested range and default
-    from its file's metadata (`web.server.alpha_hint`; fallback [0, 5]). A hint only: `Controls` accepts any
+    from its file's metadata (`web.hints.alpha_hint`; fallback [0, 5]). A hint only: every door accepts any
     finite |α| <= 100."""
-    from web.server import alpha_hint, effect_direction_info
+    from web.hints import alpha_hint
 
-    info = effect_direction_info(effect).get(direction) if direction else None
+    info = effect.direction_info().get(direction) if direction else None
     h = alpha_hint(info)
     return {"minimum": h["min"], "maximum": h["max"], "step": h["step"], "value": h["default"]}
 
@@ -144,24 +128,24 @@ def micromotion_frames(effect, image_bgr: np.ndarray, direction: str | None, alp
                        n_frames: int = 16, warmup: int = 5) -> list[np.ndarray]:
     """The paper's micromotion of one photo: frame i is V0 + α·t_i·ΔV with t_i = i / (n_frames − 1).
 
-    One stream state throughout: `warmup` frames at t = 0 first let a ReStyle encoder converge on the
-    still photo (its temporal mode refines the inversion frame after frame), then t sweeps 0 → 1.
+    One session throughout: `warmup` frames at t = 0 first let a ReStyle encoder converge on the still photo (its
+    temporal mode refines the inversion frame after frame), then t sweeps 0 → 1, each frame with its own edit.
     Returns `n_frames` uint8 [H, W, 3] BGR frames.
     """
     if n_frames < 2:
         raise ValueError(f"n_frames must be at least 2, got {n_frames}")
-    state = effect.new_state()
+    session = effect.new_session()
     try:
-        rest = make_controls(effect, direction, alpha, t=0.0)
+        session.set_controls(make_controls(effect, direction, alpha, t=0.0))
         for _ in range(warmup):
-            effect.process(image_bgr, rest, state)
+            session.process(image_bgr, wait=True)
         frames = []
         for i in range(n_frames):
-            controls = make_controls(effect, direction, alpha, t=i / (n_frames - 1))
-            frames.append(np.array(effect.process(image_bgr, controls, state), copy=True))
+            session.set_controls(make_controls(effect, direction, alpha, t=i / (n_frames - 1)))
+            frames.append(np.array(session.process(image_bgr, wait=True).frame, copy=True))
         return frames
     finally:
-        state.close()
+        session.close()
 
 
 def write_gif(frames_bgr: list[np.ndarray], path, fps: float) -> Path:
@@ -197,57 +181,57 @@ def render_image(effect, image_path, direction: str | None, alpha: float, n_fram
 
 def edit_clip(effect, in_path, out_path, controls, progress: Callable[[float, str], Any] | None = None,
               limits: Limits = Limits()) -> dict:
-    """Clip upload → edited clip at the same frame rate and size, with the input's audio.
-
-    The animation clock follows the clip's own timestamps (not the processing time). `progress(fraction,
-    text)` is called as frames are done. Returns {"path", "frames", "fps", "audio", "seconds"}.
-    """
-    from stream.sinks import FileSink
+    """Clip upload → edited clip at the same frame rate and size, with the input's audio (the CLI's file job,
+    `stream.jobs.edit_file`). `progress(fraction, text)` is called as frames are done.
+    Returns {"path", "frames", "fps", "audio", "seconds", "edited", "no_face"}."""
+    from stream.jobs import edit_file
     from stream.sources import VideoFileSource
 
     info = check_video_upload(in_path, limits)
-    now = {"t": 0.0}
-    state = effect.new_state(clock=lambda: now["t"])
-    t0 = time.monotonic()
-    n = 0
     total = info["frames"] or (int(info["duration_s"] * info["fps"]) if info["duration_s"] else None)
-    try:
-        with VideoFileSource(in_path) as source, \
-                FileSink(out_path, fps=source.rate or info["fps"],
-                         audio_from=in_path if info["audio"] else None) as sink:
-            for frame, t in source:
-                now["t"] = t
-                sink.write(effect.process(frame, controls, state))
-                n += 1
-                if progress is not None and (n % 5 == 0 or n == total):
-                    progress(min(n / total, 1.0) if total else 0.0, f"frame {n}" + (f" of {total}" if total else ""))
-    finally:
-        state.close()
-    return {"path": Path(out_path), "frames": n, "fps": info["fps"], "audio": info["audio"],
-            "seconds": round(time.monotonic() - t0, 2)}
+
+    def on_frame(n: int) -> None:
+        if progress is not None and (n % 5 == 0 or n == total):
+            progress(min(n / total, 1.0) if total else 0.0, f"frame {n}" + (f" of {total}" if total else ""))
+
+    with VideoFileSource(in_path) as source:
+        result = edit_file(source, effect, controls, out_path, fps=source.fps or info["fps"], progress=False,
+                           audio_from=in_path if info["audio"] else None, on_frame=on_frame)
+    return {"path": Path(out_path), "frames": result.frames, "fps": info["fps"], "audio": info["audio"],
+            "seconds": round(result.seconds, 2), "edited": result.edited, "no_face": result.no_face}
 
 
 class WebcamSession:
-    """Per-browser-session live edit for the webcam tab: its own stream state, freed on `close`."""
+    """Per-browser-session live edit for the webcam tab: its own Session behind the one latest-frame driver."""
 
     def __init__(self, effect):
+        from stream.driver import FrameDriver
+
         self.effect = effect
-        self.state = effect.new_state()
+        self.session = effect.new_session()
+        self.driver = FrameDriver(self.session).start()
+        self.status = None
 
     def step(self, frame_rgb: np.ndarray | None, direction: str | None, alpha: float, animate: bool,
-             period_s: float = 2.0) -> np.ndarray | None:
-        """One webcam frame (RGB, as Gradio gives it) → the edited frame (RGB)."""
+             period_s: float = 2.0, timeout_s: float = 5.0) -> np.ndarray | None:
+        """One webcam frame (RGB, as Gradio gives it) → the edited frame (RGB); None if no frame came out."""
         if frame_rgb is None:
             return None
-        controls = make_controls(self.effect, direction, alpha, animate=bool(animate), period_s=float(period_s))
-        bgr = np.ascontiguousarray(frame_rgb[..., ::-1])
-        out = self.effect.process(bgr, controls, self.state)
+        self.session.set_controls(make_controls(self.effect, direction, alpha, animate=bool(animate),
+                                                period_s=float(period_s)))
+        self.driver.push(np.ascontiguousarray(frame_rgb[..., ::-1]))
+        got = self.driver.get_output(timeout=timeout_s)
+        if got is None:
+            return None
+        out, info = got
+        self.status = info["status"]
         return np.ascontiguousarray(out[..., ::-1])
 
     def close(self) -> None:
-        if self.state is not None:
-            self.state.close()
-            self.state = None
+        if self.session is not None:
+            self.driver.stop(drain=False)
+            self.session.close()
+            self.session = None
 
 
 # ------------------------------------------------------------------------------------------- the app

@@ -63,7 +63,8 @@ def test_browser_without_weights_tracks_the_face_and_says_how_to_get_them(tmp_pa
     _check_stream(report)
     assert report["after_3s"]["stats"]["mode"] == "tracking"
     assert "python -m engine.weights download" in report["notice"]
-    assert report["after_3s"]["stats"]["effect"]["edited"] > 0, "the face was not tracked in the stream"
+    assert report["after_3s"]["stats"]["effect"]["tracked"] > 0, "the face was not tracked in the stream"
+    assert report["after_3s"]["stats"]["state"] == "networks_missing"
     # the page's "effect on" box went over the data channel: echoed, and the tracking overlay is gone
     assert report["change"] == "enabled"
     assert report["after_change"]["stats"]["controls"]["enabled"] is False

@@ -15,18 +15,23 @@ from web_netns import rerun_in_netns
 
 
 class CountingEffect:
-    """The real effect, counting `process` calls (the webcam frames that reached the server)."""
+    """The real effect, counting the frames its sessions processed (the webcam frames that reached the server)."""
 
     def __init__(self, effect):
         self._effect = effect
-        self.calls = 0
+        self.sessions = []
 
     def __getattr__(self, name):
         return getattr(self._effect, name)
 
-    def process(self, frame, controls=None, state=None):
-        self.calls += 1
-        return self._effect.process(frame, controls, state)
+    def new_session(self, *args, **kwargs):
+        session = self._effect.new_session(*args, **kwargs)
+        self.sessions.append(session)
+        return session
+
+    @property
+    def calls(self) -> int:
+        return sum(s.counters.frames for s in self.sessions)
 
 
 @pytest.mark.browser
@@ -46,7 +51,7 @@ def test_gradio_webcam_tab_streams_edited_frames(request, tmp_path, faces_dir):
     from web.loadtest import free_port
 
     _, E, deltas = build_tiny_nets()
-    effect = CountingEffect(Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas))
+    effect = CountingEffect(Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas, batching=True))
     app = build_app(effect, None)
     port = free_port()
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

@@ -14,19 +14,19 @@ import pytest
 from web_netns import rerun_in_netns
 
 
-def _binding(kind: str):
-    from web.server import demo_binding
+def _demo_effect():
+    """The network-free demo editor (`--demo`) behind the real batching backend and sessions."""
+    from stream.effect import Effect, EffectConfig
 
-    assert kind == "demo"
-    return demo_binding()
+    return Effect.open(EffectConfig(demo=True, device="cpu"), batching=True)
 
 
-async def _serve(binding, **config):
+async def _serve(effect, **config):
     from aiohttp import web
 
     from web.server import ServerConfig, WebServer
 
-    server = WebServer(binding, ServerConfig(ice_addresses=["127.0.0.1"], **config))
+    server = WebServer(effect, ServerConfig(ice_addresses=["127.0.0.1"], **config))
     runner = web.AppRunner(server.make_app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -66,7 +66,7 @@ BAD_OFFERS = [
 
 def test_bad_offers_get_400_with_message_and_server_keeps_serving():
     async def scenario():
-        server, runner, url = await _serve(_binding("demo"))
+        server, runner, url = await _serve(_demo_effect())
         try:
             for body, expected in BAD_OFFERS:
                 status, reply = await _post(f"{url}/offer", body)
@@ -95,13 +95,13 @@ def test_ice_servers_empty_unless_asked():
 def test_host_candidates_restricted_and_loopback_fallback(monkeypatch):
     import aioice.ice
 
-    from web import server
+    from web import ice
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
-    monkeypatch.setattr(server, "_original_get_host_addresses", lambda use_ipv4, use_ipv6: [])
-    server.restrict_host_candidates(None)
+    monkeypatch.setattr(ice, "_original_get_host_addresses", lambda use_ipv4, use_ipv6: [])
+    ice.restrict_host_candidates(None)
     assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
-    server.restrict_host_candidates(["127.0.0.1"])
+    ice.restrict_host_candidates(["127.0.0.1"])
     assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
 
 
@@ -116,20 +116,19 @@ def test_two_peers_own_controls_and_errors_stay_with_their_client(request, faces
 
     from stream.effect import Effect, EffectConfig
     from tiny_weights import build_tiny_nets
-    from web.server import binding_for_effect
 
     restrict_host_candidates(["127.0.0.1"])
     frames = moving_face_frames(cv2.imread(str(faces_dir / "01.jpg")), n=30)
     _, E, deltas = build_tiny_nets()
-    binding = binding_for_effect(Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas))
-    assert binding.mode == "full"
+    effect = Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas, batching=True)
     states = []
-    make_state = binding.new_state
-    binding.new_state = lambda: states.append(make_state()) or states[-1]
-    direction = binding.directions[0]
+    make_session = effect.new_session
+    effect.new_session = lambda: states.append(make_session()) or states[-1]
+    direction = effect.available_directions[0]
 
     async def scenario():
-        server, runner, url = await _serve(binding, stats_interval_s=0.5)
+        server, runner, url = await _serve(effect, stats_interval_s=0.5)
+        assert server.mode == "full"
         sent = {"a": False}
 
         def a_messages(msg, channel):
@@ -155,7 +154,7 @@ def test_two_peers_own_controls_and_errors_stay_with_their_client(request, faces
     assert stats["peers"] == 0, "closed peers must be freed"
     import gc
 
-    from web.server import Peer
+    from web.peer import Peer
     gc.collect()
     assert not [o for o in gc.get_objects() if isinstance(o, Peer)], "Peer objects outlived their connection"
     assert len(states) == 3 and all(st.tracker is None for st in states), "stream states were not closed"
@@ -198,7 +197,7 @@ def test_config_advertises_ice_servers_only_when_given():
         from aiohttp import web
 
         servers = ice_servers_from_urls(stun=["stun.example.org:3478"])
-        server = WebServer(_binding("demo"), ServerConfig(ice_servers=servers, ice_addresses=["127.0.0.1"]))
+        server = WebServer(_demo_effect(), ServerConfig(ice_servers=servers, ice_addresses=["127.0.0.1"]))
         runner = web.AppRunner(server.make_app())
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -222,7 +221,6 @@ def test_config_carries_each_directions_alpha_range_from_its_file(tmp_path):
     from directions.files import Direction, save
     from stream.effect import Effect, EffectConfig
     from tiny_weights import build_tiny_nets
-    from web.server import binding_for_effect
 
     G, E, _ = build_tiny_nets()
     metas = {
@@ -240,10 +238,8 @@ def test_config_carries_each_directions_alpha_range_from_its_file(tmp_path):
     info = effect.direction_info()
     assert info["official_smile"] == {"alpha_range": [0.0, 10.0], "alpha_default": 5.0, "method": "official"}
     assert info["bare"] == {"alpha_range": None, "alpha_default": None, "method": None}
-    binding = binding_for_effect(effect)
-
     async def scenario():
-        server, runner, url = await _serve(binding)
+        server, runner, url = await _serve(effect)
         try:
             return await _get(f"{url}/config")
         finally:
@@ -261,16 +257,16 @@ def test_config_carries_each_directions_alpha_range_from_its_file(tmp_path):
     assert alpha["official_smile"]["method"] == "official" and alpha["bare"]["method"] is None
 
     # the suggested range does not bind the server: α = 20 on a [0, 2] direction is accepted ...
-    assert binding.parse_controls({"directions": {"video_blink": 20.0}}).directions == {"video_blink": 20.0}
-    assert binding.parse_controls({"directions": {"ifg_age": -9.0}}).directions == {"ifg_age": -9.0}
+    assert effect.parse_controls({"directions": {"video_blink": 20.0}}).directions == {"video_blink": 20.0}
+    assert effect.parse_controls({"directions": {"ifg_age": -9.0}}).directions == {"ifg_age": -9.0}
     # ... while non-finite or absurd values are refused with one line, as before
     for bad in (float("nan"), float("inf"), 1e6):
         with pytest.raises(ValueError, match="finite number"):
-            binding.parse_controls({"directions": {"video_blink": bad}})
+            effect.parse_controls({"directions": {"video_blink": bad}})
 
 
 def test_alpha_hint_fallbacks_for_unusable_metadata():
-    from web.server import alpha_hint, alpha_hints
+    from web.hints import alpha_hint, alpha_hints
 
     for bad in (None, [1.0, 1.0], [5.0, 0.0], [0.0, float("nan")], [0.0, 1e6], "wide", [1.0]):
         h = alpha_hint({"alpha_range": bad})
