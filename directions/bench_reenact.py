@@ -50,6 +50,7 @@ def planted_driver(
     sparse_frac: float = 0.05,  # share of entries with a gross error
     noise: float = 0.02,        # dense noise σ
     still_layers: int = 2,      # the last layers do not move (planted amplitude 0)
+    cycles: tuple = (0.5, 3.0),  # each motion coefficient runs a random number of sine cycles in this range
     seed: int = 0,
 ) -> Planted:
     import torch  # noqa: PLC0415
@@ -61,7 +62,7 @@ def planted_driver(
     scale[num_ws - still_layers:] = 0.0
     basis = q * scale[:, None, None]
     t = torch.arange(frames, dtype=torch.float32)[:, None]
-    freq = 0.5 + torch.rand(1, rank, generator=g) * 2.5                              # cycles over the clip
+    freq = cycles[0] + torch.rand(1, rank, generator=g) * (cycles[1] - cycles[0])   # cycles over the clip
     phase = torch.rand(1, rank, generator=g) * 6.283
     coefs = amplitude * torch.sin(6.283 * freq * t / frames + phase)
     clean = identity + torch.einsum("tr,ldr->tld", coefs, basis)

@@ -54,7 +54,8 @@ class ReenactOptions:
     """What a reenactment result depends on (saved with every output)."""
 
     rank: int = 4                                  # dimension of the per-layer motion subspace
-    layers: Optional[tuple[int, int]] = None       # W+ layers [start, stop) that move; None: all
+    layers: Optional[tuple] = None                 # W+ layers [start, stop) that move (stop None: to the last);
+                                                   # None: all
     beta: float = 1.0                              # strength of the transferred motion (1: the driver's amplitude)
     reference: Optional[int] = None               # driver frame of the neutral pose; None: first frame with a face
     smoothing: float = 0.0                         # σ of the temporal Gaussian, in frames (0: off)
@@ -75,19 +76,20 @@ class ReenactOptions:
             raise ValueError(f"reference must be a frame index >= 0, got {self.reference}")
         if self.layers is not None:
             a, b = self.layers
-            if not 0 <= int(a) < int(b):
-                raise ValueError(f"layers must be a range A:B with 0 <= A < B, got {a}:{b}")
+            if not (0 <= int(a) and (b is None or int(a) < int(b))):
+                raise ValueError(f"layers must be a range A:B with 0 <= A < B, got {a}:{'' if b is None else b}")
         if int(self.max_fit_frames) < 2:
             raise ValueError(f"max_fit_frames must be >= 2, got {self.max_fit_frames}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["layers"] = None if self.layers is None else [int(self.layers[0]), int(self.layers[1])]
+        if self.layers is not None:
+            d["layers"] = [int(self.layers[0]), None if self.layers[1] is None else int(self.layers[1])]
         return d
 
 
-def parse_layers(text: Optional[str]) -> Optional[tuple[int, int]]:
-    """"A:B" (also ":B", "A:", "A") → (A, B) with B = None meaning "to the last layer"; None / "" / ":" → None.
+def parse_layers(text: Optional[str]) -> Optional[tuple]:
+    """"A:B" (also ":B", "A:", "A") → (A, B), B = None meaning "to the last layer"; None / "" / ":" / "all" → None.
 
     The open end is filled by :func:`resolve_layers` once num_ws is known.
     """
@@ -98,7 +100,7 @@ def parse_layers(text: Optional[str]) -> Optional[tuple[int, int]]:
         if ":" in s:
             a, b = s.split(":", 1)
             start = int(a) if a.strip() else 0
-            stop = int(b) if b.strip() else -1  # -1: to the end, filled in later
+            stop = int(b) if b.strip() else None
         else:
             start = int(s)
             stop = start + 1
@@ -107,13 +109,12 @@ def parse_layers(text: Optional[str]) -> Optional[tuple[int, int]]:
     return start, stop
 
 
-def resolve_layers(layers: Optional[tuple[int, int]], num_ws: int) -> tuple[int, int]:
-    """(start, stop) checked against num_ws; None → (0, num_ws); a stop of -1 → num_ws."""
+def resolve_layers(layers: Optional[tuple], num_ws: int) -> tuple[int, int]:
+    """(start, stop) checked against num_ws; None → (0, num_ws); a stop of None → num_ws."""
     if layers is None:
         return 0, int(num_ws)
-    start, stop = int(layers[0]), int(layers[1])
-    if stop == -1:
-        stop = int(num_ws)
+    start = int(layers[0])
+    stop = int(num_ws) if layers[1] is None else int(layers[1])
     if not 0 <= start < stop <= num_ws:
         raise ValueError(f"layers {start}:{stop} are outside this generator's W+ layers 0:{num_ws}; "
                          f"pass a range A:B with 0 <= A < B <= {num_ws}")
@@ -223,7 +224,7 @@ def learn_motion_subspace(
     latents,                               # driver W+ codes [T, num_ws, w_dim] (frames with a face), float
     rank: int = 4,                         # basis size per layer (<= T − 1)
     method: str = "rpca",                  # "rpca" | "pca" | "none"
-    layers: Optional[tuple[int, int]] = None,  # W+ layers [start, stop) to model; None: all
+    layers: Optional[tuple] = None,        # W+ layers [start, stop) to model (stop None: to the last); None: all
     lmbda: Optional[float] = None,         # RPCA sparsity weight (None: 1/√max(T, w_dim))
     max_fit_frames: int = 512,             # learn from at most this many frames, evenly spread
     max_iter: int = 500,                   # RPCA iteration cap
@@ -269,10 +270,10 @@ def learn_motion_subspace(
 
     mean = X.mean(0).clone()
     mean[a:b] = (centre + mu)[:, 0].float()
-    basis = torch.zeros(num_ws, w_dim, rank)
+    basis = torch.zeros(num_ws, w_dim, rank, device=X.device)
     basis[a:b] = basis_l.float()
     energy = torch.full((num_ws,), float("nan"))
-    energy[a:b] = explained.float()
+    energy[a:b] = explained.float().cpu()
     return MotionSubspace(mean=mean, basis=basis, layers=(a, b), method=method, frames=n, energy=energy,
                           n_iter=n_iter)
 
@@ -479,18 +480,35 @@ class ReenactResult:
         }
 
 
-def reenact_sequence(
-    driver: Union[torch.Tensor, Sequence[Optional[torch.Tensor]]],  # [T, num_ws, w_dim], or T codes / None
-    target: torch.Tensor,                                           # V_target [num_ws, w_dim] or [1, …]
-    options: Optional[ReenactOptions] = None,
-    lookahead: Optional[int] = None,      # None: symmetric smoothing (offline); 1: what a live Reenactor does
-    **overrides,                          # ReenactOptions fields (rank=…, beta=…)
-) -> ReenactResult:
-    """Reenact a whole driver sequence: learn its motion subspace, then run a :class:`Reenactor` over it.
+@dataclasses.dataclass
+class DriverFit:
+    """A driver sequence prepared for reenactment (see :func:`fit_driver`)."""
 
-    ``driver`` frames may be None (no face): they hold the last pose, and are left out of the subspace fit.
+    subspace: MotionSubspace      # the motion model
+    valid: list                   # indices of the frames with a face
+    latents: torch.Tensor         # [len(valid), num_ws, w_dim] float32, their codes
+    reference: int                # the neutral frame's index
+    reference_frames: torch.Tensor  # [K, num_ws, w_dim] the frames around it (its smoothing window)
+    reference_weights: list       # their K Gaussian weights
+    frames: int                   # frames in the sequence, with or without a face
+
+    def reenactor(self, target: torch.Tensor, options: "ReenactOptions",
+                  lookahead: Optional[int] = 1) -> Reenactor:
+        """A :class:`Reenactor` driving ``target`` with this driver's motion (live: lookahead ≤ 1)."""
+        return Reenactor(self.subspace, reference=self.reference_frames, target=target, beta=options.beta,
+                         smoothing=options.smoothing, lookahead=lookahead,
+                         reference_weights=self.reference_weights)
+
+
+def fit_driver(driver: Union[torch.Tensor, Sequence[Optional[torch.Tensor]]],
+               options: ReenactOptions) -> DriverFit:
+    """Learn the motion subspace of a driver sequence and find its neutral pose.
+
+    driver: [T, num_ws, w_dim], or T codes [num_ws, w_dim] / [1, num_ws, w_dim] with None for frames without a face
+    (left out of the fit). Offline this is the whole clip; live, a calibration window of the camera's first frames.
+    The neutral pose is averaged over the reference frame's smoothing window (the same Gaussian as the output), so
+    one frame's encoder noise does not shift every output frame, and the reference frame itself stays at rest.
     """
-    options = dataclasses.replace(options or ReenactOptions(), **overrides)
     frames = list(driver) if not torch.is_tensor(driver) else list(driver.unbind(0))
     valid = [i for i, w in enumerate(frames) if w is not None]
     if not valid:
@@ -502,24 +520,37 @@ def reenact_sequence(
     if frames[ref] is None:
         raise ValueError(f"reference frame {ref} of the driver has no face; pick a frame with a face "
                          f"(the first is {valid[0]})")
-    X = torch.stack([torch.as_tensor(frames[i]).detach().float().reshape(frames[valid[0]].shape[-2:])
-                     for i in valid])
+    shape = torch.as_tensor(frames[valid[0]]).shape[-2:]
+    X = torch.stack([torch.as_tensor(frames[i]).detach().float().reshape(shape) for i in valid])
     subspace = learn_motion_subspace(X, rank=options.rank, method=options.method, layers=options.layers,
                                      lmbda=options.lmbda, max_fit_frames=options.max_fit_frames)
-    # The neutral pose is averaged over the reference frame's smoothing window (the same Gaussian as the output),
-    # so one frame's encoder noise does not shift every frame, and the reference frame itself stays at rest.
     taps, back, _ = gaussian_taps(options.smoothing, None)
     near = [(j, float(taps[j - ref + back])) for j in range(ref - back, ref + back + 1)
             if 0 <= j < len(frames) and frames[j] is not None]
     row = {i: k for k, i in enumerate(valid)}
-    ref_frames = torch.stack([X[row[j]] for j, _ in near])
-    reenactor = Reenactor(subspace, reference=ref_frames, target=target, beta=options.beta,
-                          smoothing=options.smoothing, lookahead=lookahead,
-                          reference_weights=[w for _, w in near])
-    poses = subspace.pose(X)                                       # every valid frame in one batched fit
-    raw = dict(zip(valid, options.beta * (poses - reenactor.reference_pose)))
+    return DriverFit(subspace=subspace, valid=valid, latents=X, reference=ref,
+                     reference_frames=torch.stack([X[row[j]] for j, _ in near]),
+                     reference_weights=[w for _, w in near], frames=len(frames))
+
+
+def reenact_sequence(
+    driver: Union[torch.Tensor, Sequence[Optional[torch.Tensor]]],  # [T, num_ws, w_dim], or T codes / None
+    target: torch.Tensor,                                           # V_target [num_ws, w_dim] or [1, …]
+    options: Optional[ReenactOptions] = None,
+    lookahead: Optional[int] = None,      # None: symmetric smoothing (offline); 1: what a live Reenactor does
+    **overrides,                          # ReenactOptions fields (rank=…, beta=…)
+) -> ReenactResult:
+    """Reenact a whole driver sequence: :func:`fit_driver`, then its :class:`Reenactor` over every frame.
+
+    ``driver`` frames may be None (no face): they hold the last pose, and are left out of the subspace fit.
+    """
+    options = dataclasses.replace(options or ReenactOptions(), **overrides)
+    fit = fit_driver(driver, options)
+    reenactor = fit.reenactor(target, options, lookahead=lookahead)
+    poses = fit.subspace.pose(fit.latents)                          # every valid frame in one batched fit
+    raw = dict(zip(fit.valid, options.beta * (poses - reenactor.reference_pose)))
     out, held = [], []
-    for i in range(len(frames)):
+    for i in range(fit.frames):
         lat = reenactor._push(raw[i] if i in raw else reenactor._last_offset, lost=i not in raw)
         held.append(i not in raw)
         if i >= reenactor.delay:
@@ -527,4 +558,4 @@ def reenact_sequence(
     out.extend(reenactor.flush())
     latents = torch.stack(out)
     return ReenactResult(latents=latents, offsets=latents - reenactor.target, held=torch.tensor(held),
-                         reference=ref, subspace=subspace, options=options)
+                         reference=fit.reference, subspace=fit.subspace, options=options)

@@ -16,6 +16,7 @@ from directions.reenact import (
     ReenactOptions,
     Reenactor,
     TemporalFilter,
+    fit_driver,
     gaussian_taps,
     learn_motion_subspace,
     parse_layers,
@@ -115,7 +116,8 @@ def test_reference_errors_name_the_fix(planted):
 def test_options_validation_and_layers_parsing():
     assert parse_layers("4:8") == (4, 8) and parse_layers(":6") == (0, 6) and parse_layers("3") == (3, 4)
     assert parse_layers(None) is None and parse_layers("all") is None
-    assert resolve_layers(parse_layers("2:"), 18) == (2, 18)
+    assert parse_layers("2:") == (2, None) and resolve_layers(parse_layers("2:"), 18) == (2, 18)
+    assert ReenactOptions(layers=(2, None)).to_dict()["layers"] == [2, None]
     with pytest.raises(ValueError, match="outside this generator's W\\+ layers 0:18"):
         resolve_layers((4, 30), 18)
     with pytest.raises(ValueError, match="not a range"):
@@ -131,10 +133,12 @@ def test_options_validation_and_layers_parsing():
 
 
 def test_reenactor_live_matches_sequence_with_one_frame_lookahead(planted):
-    sub = learn_motion_subspace(planted.driver, rank=3)
-    taps, back, _ = gaussian_taps(1.5)  # offline, the neutral pose is averaged over the reference's window
-    r = Reenactor(sub, reference=planted.driver[:back + 1], target=planted.target, smoothing=1.5, lookahead=1,
-                  reference_weights=taps[back:])
+    opts = ReenactOptions(rank=3, smoothing=1.5)
+    fit = fit_driver(planted.driver, opts)
+    taps, back, _ = gaussian_taps(1.5)  # the neutral pose is averaged over the reference frame's window
+    assert fit.reference == 0 and torch.equal(fit.reference_frames, planted.driver[:back + 1])
+    assert fit.reference_weights == pytest.approx(taps[back:].tolist())
+    r = fit.reenactor(planted.target, opts, lookahead=1)
     assert r.delay == 1
     outs = [r.step(w) for w in planted.driver]
     torch.testing.assert_close(outs[0], planted.target)    # before any look-ahead: the rest pose
@@ -149,6 +153,17 @@ def test_reenactor_live_matches_sequence_with_one_frame_lookahead(planted):
     want = planted.target + planted.motion()
     e_sym, e_live = rel_err(sym.latents, want, planted.motion()), rel_err(offline.latents, want, planted.motion())
     assert e_sym < 0.25 and e_live < 0.3, (e_sym, e_live)
+
+
+def test_live_calibration_window_then_per_frame():
+    """Live use: the subspace is learned from a calibration window, later frames are stepped one by one. The window
+    must show every motion (here each planted coefficient runs >= 1.5 sine cycles in it): a motion it never saw is
+    not in the subspace and does not transfer."""
+    p = planted_driver(num_ws=6, w_dim=48, frames=90, rank=3, cycles=(3.0, 6.0), seed=0)
+    opts = ReenactOptions(rank=3)
+    r = fit_driver(p.driver[:45], opts).reenactor(p.target, opts, lookahead=1)
+    live = torch.stack([r.step(w) for w in p.driver[45:]])
+    assert rel_err(live, p.target + p.motion()[45:], p.motion()[45:]) < 0.1
 
 
 def test_reenactor_without_smoothing_has_no_delay(planted):
