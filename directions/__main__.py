@@ -6,6 +6,7 @@
     python -m directions list [--dir DIR]
     python -m directions install-official [NAME ...] [--dir DIR] [--base-url URL]   # the paper's 5 directions
     python -m directions apply --latent face.npy --direction smile --alpha 5 --frames 100 --out clip.mp4
+    python -m directions reenact --driver clip.mp4 --target face.jpg --out out.mp4 [--rank 4 --layers 0:8 ...]
 
 `apply` renders G(V + α·t·ΔV) for t from 0 to 1 over the frames (the paper's offline micromotion video) and
 encodes it with PyAV (libx264, or mpeg4 where the FFmpeg build lacks it). The direction is checked against
@@ -241,6 +242,43 @@ def cmd_install_official(args) -> int:
     return official.run(args)
 
 
+def cmd_reenact(args) -> int:
+    """Driver clip + target photo → video of the target moving like the driver (directions.reenact, stream.reenact_job)."""
+    from directions.reenact import ReenactOptions, parse_layers  # noqa: PLC0415
+
+    if args.camera is not None:
+        raise UserError("live reenactment from a camera is not in this command yet; record a clip and pass "
+                        "--driver clip.mp4 (the page's reenact mode is the live door)")
+    options = ReenactOptions(rank=args.rank, layers=parse_layers(args.layers), beta=args.beta,
+                             reference=args.reference, smoothing=args.smoothing, method=args.method,
+                             lmbda=args.lmbda)
+    for what, path in (("--driver", args.driver), ("--target", args.target)):
+        if not Path(path).is_file():
+            raise UserError(f"{what} {path} does not exist; pass an existing file")
+    if args.batch < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise UserError("--batch and --max-frames must be >= 1")
+    from stream import reenact_job  # noqa: PLC0415 (entry point composes layers)
+
+    from engine.checkpoints import file_sha256, resolve_path  # noqa: PLC0415
+
+    E, G, device = reenact_job.load_networks(args.encoder, args.generator, args.device, args.precision)
+    nets = {"encoder": str(args.encoder), "encoder_kind": getattr(E, "kind", None),
+            "encoder_sha256": getattr(E, "source_sha256", None) or file_sha256(resolve_path(args.encoder)),
+            "generator": str(args.generator) if args.generator else f"{args.encoder} (its decoder)",
+            "generator_sha256": getattr(G, "source_sha256", None), "device": str(device),
+            "precision": args.precision}
+    report = reenact_job.run_job(args.driver, args.target, Path(args.out), E, G, options,
+                                 paste_mode=args.paste_mode, batch=args.batch, max_frames=args.max_frames,
+                                 progress=not args.quiet, extra_meta=nets)
+    m = report.metadata
+    print(f"{report.out}  ({report.frames} frames, {report.fps:g} fps, audio {'kept' if report.audio else 'none'}; "
+          f"{m['subspace']['method']} rank {m['subspace']['rank']}, layers {m['layers'][0]}:{m['layers'][1]}, "
+          f"beta {options.beta:g}, reference frame {m['reference_frame']}, smoothing {options.smoothing:g}; "
+          f"held {report.held})")
+    print(f"metadata: {report.sidecar} (also in the video's comment tag)")
+    return 0
+
+
 def _build_module():
     try:
         import directions.build as build  # noqa: PLC0415
@@ -298,6 +336,39 @@ def make_parser(argv=None) -> argparse.ArgumentParser:
     p.add_argument("--dir", help="folder to look direction names up in (default $MICROMOTION_HOME/directions)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("reenact", help="drive the face of a photo with a clip's motion (the paper's talking head)",
+                       description="driver clip → W+ per frame → motion subspace (robust PCA) → "
+                                   "V_target + beta·P(w_t − w_ref) → video of the target photo with the "
+                                   "driver's audio; options saved in the video's comment tag and OUT.json")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--driver", metavar="CLIP", help="video whose face motion drives the target")
+    src.add_argument("--camera", type=int, metavar="N", help="(not yet: use a recorded clip)")
+    p.add_argument("--target", required=True, metavar="IMAGE", help="photo of the face to animate")
+    p.add_argument("--out", required=True, metavar="FILE", help="output video (.mp4)")
+    p.add_argument("--rank", type=int, default=4, help="motion subspace dimension per W+ layer (default 4)")
+    p.add_argument("--layers", default=None, metavar="A:B",
+                   help="W+ layers that move, A to B-1 (default all), e.g. 0:8")
+    p.add_argument("--beta", type=float, default=1.0, help="strength of the transferred motion (default 1)")
+    p.add_argument("--reference", type=int, default=None, metavar="N",
+                   help="driver frame of the neutral pose (default: the first frame with a face)")
+    p.add_argument("--smoothing", type=float, default=0.0, metavar="SIGMA",
+                   help="temporal Gaussian sigma in frames, both sides (default 0: off)")
+    p.add_argument("--method", choices=("rpca", "pca", "none"), default="rpca",
+                   help="motion projection: robust PCA (default), plain PCA, none (raw offsets)")
+    p.add_argument("--lmbda", type=float, default=None, help="RPCA sparsity weight (default 1/sqrt(max(T, w_dim)))")
+    p.add_argument("--paste-mode", choices=("residual", "replace", "none"), default="residual",
+                   help="residual: photo + G(w_t) - G(V) (default); replace: G(w_t) pasted; none: the aligned "
+                        "generated face only")
+    p.add_argument("--encoder", default="restyle-psp-ffhq", help="encoder weights name or path")
+    p.add_argument("--generator", default=None, help="generator name or path (default: the encoder's decoder)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "fp16", "bf16"),
+                   help="network precision (default fp32: offline quality; fp16/bf16 only on CUDA)")
+    p.add_argument("--batch", type=int, default=8, help="frames per network call")
+    p.add_argument("--max-frames", type=int, default=None, help="use at most this many driver frames")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reenact)
     return parser
 
 

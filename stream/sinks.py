@@ -83,6 +83,8 @@ class FileSink(Sink):
                  audio_from: Union[str, os.PathLike, None] = None,  # File whose first audio stream is copied.
                  codec: str = "libx264",                             # Video encoder (h264 in the av wheel).
                  crf: int = 18,                                      # x264 quality (lower = better).
+                 metadata: Optional[dict] = None,                    # Container tags, e.g. {"comment": …}
+                                                                     # (mp4 keeps title/comment/description…).
                  ):
         import av
 
@@ -100,6 +102,7 @@ class FileSink(Sink):
             raise ValueError(f"video encoder {codec!r} is not in this PyAV build; use libx264 or mpeg4") from e
         self.codec = codec
         self.crf = int(crf)
+        self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
         self._container = None
         self._stream = None
         self._size = None
@@ -112,6 +115,7 @@ class FileSink(Sink):
         import av
 
         self._container = av.open(str(self.path), mode="w")
+        self._container.metadata.update(self.metadata)
         options = {"crf": str(self.crf), "preset": "veryfast"} if self.codec == "libx264" else {}
         self._stream = self._container.add_stream(self.codec, rate=self.rate, options=options)
         self._stream.width = width + (width % 2)   # 4:2:0 needs even sizes: odd frames get one
