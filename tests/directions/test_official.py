@@ -154,12 +154,13 @@ def test_unknown_name_is_one_line(home, capsys):
 
 
 def test_stream_effect_finds_installed_official_directions_by_name(home, mirror, official_directions_dir):
-    from stream.effect import EffectConfig, _load_direction_files
+    from stream.loader import load_direction_files
+    from stream.options import EffectConfig
 
     official.install_official(base_url=mirror.base, progress=False)
     G = SimpleNamespace(num_ws=18, w_dim=512, source_sha256="0" * 64)
-    (d,) = _load_direction_files(EffectConfig(directions=("headsTurn",)), G)
-    assert d.name == "headsTurn"
-    assert torch.equal(d.delta, _source(official_directions_dir, "headsTurn"))
-    every = _load_direction_files(EffectConfig(), G)  # () -> every file in $MICROMOTION_HOME/directions
-    assert sorted(x.name for x in every) == sorted(NAMES)
+    (name, delta, meta), = load_direction_files(EffectConfig(directions=("headsTurn",)), G)[0]
+    assert name == "headsTurn" and meta["method"] == "official"
+    assert torch.equal(delta, _source(official_directions_dir, "headsTurn"))
+    every, skipped = load_direction_files(EffectConfig(), G)  # () -> every file in $MICROMOTION_HOME/directions
+    assert sorted(x[0] for x in every) == sorted(NAMES) and skipped == []
