@@ -137,6 +137,34 @@ def _columns(scorers) -> list[tuple[object, int, str]]:
 # ------------------------------------------------------------------------------------------------ evaluation
 
 
+def _measure(G, ws, embedders, scorers, batch: int, face_check: bool = False):
+    """Render ws batch by batch (only one batch of images in memory) and measure it.
+
+    Returns ({embedder: vectors [N, D]}, {scorer: scores [N, A] float64}, faces dlib detects (None unless
+    face_check, or when dlib is unavailable)).
+    """
+    from directions.embedders import EmbedderUnavailable, count_faces  # noqa: PLC0415
+
+    vectors = {e.name: [] for e in embedders}
+    scores = {s.name: [] for s in scorers}
+    found = 0 if face_check else None
+    for start in range(0, ws.shape[0], batch):
+        images = render(G, ws[start:start + batch], batch)
+        for e in embedders:
+            vectors[e.name].append(e.embed(images).vectors)
+        for s in scorers:
+            scores[s.name].append(np.asarray(s.score(images), np.float64).reshape(len(images), len(s.attributes)))
+        if found is not None:
+            try:
+                found += count_faces(images)
+            except EmbedderUnavailable as err:
+                log.warning("face check skipped: %s", err)
+                found = None
+    return ({k: np.concatenate(v) for k, v in vectors.items()},
+            {k: np.concatenate(v) for k, v in scores.items()}, found)
+
+
+
 def evaluate(G,
              edits: Sequence[Edit],
              alphas: Sequence[float],
@@ -178,33 +206,23 @@ def evaluate(G,
         raise ValueError(f"matrix α {matrix_alpha:g} is not among the α evaluated {alphas}")
     columns = _columns(scorers)
 
-    originals = render(G, ws, batch)
     config = dict(config or {})
-    if face_check:
-        from directions.embedders import EmbedderUnavailable, count_faces  # noqa: PLC0415
-
-        try:
-            found = count_faces(originals)
-        except EmbedderUnavailable as err:
-            log.warning("face check skipped: %s", err)
-        else:
-            config["faces_detected"] = found
-            if found < len(originals) / 2:
-                config.setdefault("note", NO_FACE_NOTE.format(found=found, n=len(originals)))
-    base_emb = {e.name: e.embed(originals) for e in embedders}
-    base_scores = {s.name: np.asarray(s.score(originals), np.float64) for s in scorers}
+    base_emb, base_scores, found = _measure(G, ws, embedders, scorers, batch, face_check)
+    if found is not None:
+        config["faces_detected"] = found
+        if found < ws.shape[0] / 2:
+            config.setdefault("note", NO_FACE_NOTE.format(found=found, n=ws.shape[0]))
     results = []
     with tqdm(total=len(edits) * len(alphas), desc="eval", unit="edit", disable=not progress) as bar:
         for edit in edits:
             delta = scaled_delta(edit, G.num_ws, scale)
             for alpha in alphas:
-                images = render(G, apply(ws, delta, alpha), batch)
+                emb, scores, _ = _measure(G, apply(ws, delta, alpha), embedders, scorers, batch)
                 entry = {"method": edit.method, "direction": edit.name, "alpha": alpha,
                          "step_norm": float(abs(alpha) * delta.norm()), "identity": {}, "attributes": {}}
-                for emb in embedders:
-                    change = identity_change(base_emb[emb.name].vectors, emb.embed(images).vectors)
-                    entry["identity"][emb.name] = {**_summary(change), "values": [_finite(v) for v in change]}
-                scores = {s.name: np.asarray(s.score(images), np.float64) for s in scorers}
+                for e in embedders:
+                    change = identity_change(base_emb[e.name], emb[e.name])
+                    entry["identity"][e.name] = {**_summary(change), "values": [_finite(v) for v in change]}
                 for s, i, key in columns:
                     entry["attributes"][key] = _summary(scores[s.name][:, i] - base_scores[s.name][:, i])
                 results.append(entry)

@@ -120,7 +120,7 @@ def test_evaluate_records_every_edit_and_alpha(tiny, measures):
     G, edits = tiny
     embedders, scorers = measures
     ws = sample_latents(G, 3, seed=0)
-    doc = evaluate(G, edits, [0.0, 2.0], ws, embedders, scorers, progress=False, config={"seed": 0})
+    doc = evaluate(G, edits, [0.0, 2.0], ws, embedders, scorers, batch=2, progress=False, config={"seed": 0})
     assert len(doc["results"]) == len(edits) * 2
     json.dumps(doc, allow_nan=False)                                  # JSON-ready, no NaN
     cols = [f"geometry/{a}" for a in scorers[0].attributes]

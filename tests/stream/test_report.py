@@ -59,7 +59,8 @@ def _pasted_edit(frames, smooth: bool, sigma: float = 4.0):
     from stream.face.paste import paste_back
     from stream.face.tracking import FaceTracker
 
-    tracker = FaceTracker(max_faces=1, smooth=smooth, landmarker=JitteryLandmarker(sigma))
+    landmarker = JitteryLandmarker(sigma)
+    tracker = FaceTracker(max_faces=1, smooth=smooth, landmarker=landmarker)
     out, canonical = [], None
     try:
         for t, frame in enumerate(frames):
@@ -68,6 +69,7 @@ def _pasted_edit(frames, smooth: bool, sigma: float = 4.0):
             out.append(paste_back(frame, canonical, face.aligned, mode="replace"))
     finally:
         tracker.close()
+        landmarker.close()                       # a landmarker passed in stays the caller's to close
     return out
 
 
