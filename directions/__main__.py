@@ -7,6 +7,8 @@
     python -m directions install-official [NAME ...] [--dir DIR] [--base-url URL]   # the paper's 5 directions
     python -m directions apply --latent face.npy --direction smile --alpha 5 --frames 100 --out clip.mp4
     python -m directions reenact --driver clip.mp4 --target face.jpg --out out.mp4 [--rank 4 --layers 0:8 ...]
+    python -m directions eval --direction smile --ganspace auto --alphas 0 1 3 5 --out eval/   # see eval_cli.py
+    python -m directions identity a.jpg b.jpg [--embedder dlib|arcface] [--json sim.json]
 
 `apply` renders G(V + α·t·ΔV) for t from 0 to 1 over the frames (the paper's offline micromotion video) and
 encodes it with PyAV (libx264, or mpeg4 where the FFmpeg build lacks it). The direction is checked against
@@ -277,6 +279,76 @@ def cmd_reenact(args) -> int:
           f"held {report.held})")
     print(f"metadata: {report.sidecar} (also in the video's comment tag)")
     return 0
+# ------------------------------------------------------------------------------------------------ eval / identity
+# (this entry point composes stream's face finder and aligner with the directions layer's measures)
+
+
+def _find_faces(paths, size: int):
+    """One (uint8 [size, size, 3] BGR FFHQ-aligned crop of the largest face, None) or (None, reason) per image."""
+    import cv2  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from stream.face.align import align_face  # noqa: PLC0415 (entry point composes layers)
+    from stream.face.landmarks import FaceMeshLandmarker  # noqa: PLC0415
+    from stream.face.tracking import face_size  # noqa: PLC0415
+
+    out = []
+    with FaceMeshLandmarker(max_faces=4, video_mode=False) as landmarker:
+        for path in tqdm(paths, desc="align", unit="image", disable=len(paths) < 8):
+            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if frame is None:
+                out.append((None, "not a readable image"))
+                continue
+            faces = landmarker.detect(frame)
+            if not faces:
+                out.append((None, "no face found"))
+                continue
+            out.append((align_face(frame, max(faces, key=face_size), size=size).crop, None))
+    return out
+
+
+def _photo_latents(folder: str, encoder: str, device: str):
+    """W+ codes [N, num_ws, w_dim] of the faces in a folder of photos (aligned by stream.face, inverted by E)."""
+    import torch  # noqa: PLC0415
+
+    import engine  # noqa: PLC0415
+    from directions.video import crops_to_tensor  # noqa: PLC0415
+    from stream.face.clip import aligned_crops_from_source  # noqa: PLC0415 (entry point composes layers)
+
+    E = engine.load_encoder(encoder, device=device)
+    crops, labels = aligned_crops_from_source(folder, size=E.input_size, is_folder=True)
+    with torch.no_grad():
+        ws = torch.cat([E(crops_to_tensor(crops[i:i + 8], E.input_size).to(device)).float().cpu()
+                        for i in range(0, len(crops), 8)])
+    return ws, labels
+
+
+def cmd_identity(args) -> int:
+    from directions import eval_cli  # noqa: PLC0415
+
+    return eval_cli.run_identity(args, find_faces=_find_faces)
+
+
+def cmd_eval(args) -> int:
+    from directions import eval_cli  # noqa: PLC0415
+
+    return eval_cli.run_eval(args, photo_latents=_photo_latents)
+
+
+def _add_eval_parsers(sub) -> None:
+    from directions import eval_cli  # noqa: PLC0415 (standard library only at import)
+
+    p = sub.add_parser("eval", help="identity and attribute change per direction and α, with baselines",
+                       description="identity change (1 - cos of face embeddings) and attribute change of every "
+                                   "direction at every α, with InterFaceGAN and GANSpace baselines: table, JSON, "
+                                   "Fig. 6-style matrix and identity-vs-α plot (directions/eval_cli.py)")
+    eval_cli.add_eval_arguments(p)
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("identity", help="pairwise identity similarity of the faces in some photos",
+                       description="align each photo's largest face and print the pairwise cosine similarity "
+                                   "of their identity embeddings")
+    eval_cli.add_identity_arguments(p)
+    p.set_defaults(func=cmd_identity)
 
 
 def _build_module():
@@ -369,6 +441,7 @@ def make_parser(argv=None) -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="use at most this many driver frames")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reenact)
+    _add_eval_parsers(sub)
     return parser
 
 

@@ -231,6 +231,20 @@ MANIFEST: dict[str, WeightsEntry] = {
             purpose="ArcFace IR-SE50 face recognition network for the identity loss",
             kind="identity",
         ),
+        WeightsEntry(
+            name="fairface-res34",
+            filename="res34_fair_align_multi_7_20190809.pt",
+            url=_drive("113QMzQzkBDmYMs9LwzvD-jxEZdBQ5J4X"),
+            page="https://drive.google.com/drive/folders/1B2gAnEpJ6oC9sMkcwS8v5Wk8PtHycHOV",
+            source="dchen236/FairFace README ('Download our models' links the Drive folder above, which holds "
+                   "res34_fair_align_multi_7_20190809.pt); the README names no file id: the url's id is the one "
+                   "downstream projects download this file by (not checked against the folder here: offline)",
+            approx_size_mb=85.0,
+            license="CC BY 4.0 (FairFace README)",
+            purpose="FairFace ResNet-34 (race 7, gender 2, age 9 logits): age and gender scorer of "
+                    "`python -m directions eval --scorer fairface`",
+            kind="attribute",
+        ),
         *(_micromotion_direction(name) for name in _MICROMOTION_DIRECTIONS),
     )
 }
