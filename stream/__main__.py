@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--vcam-device", default=None, help="virtual camera device, e.g. /dev/video10")
     out.add_argument("--preview", action="store_true", help="show the output in a window (q / Esc quits)")
     out.add_argument("--out", metavar="FILE", help="write the output video (with the input's audio)")
+    out.add_argument("--report", metavar="JSON", help="file jobs: also measure the edited video against its "
+                     "source (TL-ID, TG-ID, warping error; stream.report) and write them here")
     edit = p.add_argument_group("what to apply")
     edit.add_argument("--alpha", action="append", type=float, default=[], metavar="A",
                       help="strength of each --direction (one value applies to all; default 3)")
@@ -77,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not (args.virtual_camera or args.preview or args.out):
         return _usage("choose an output: --virtual-camera, --preview and/or --out FILE")
+    if args.report and (args.input is None or args.virtual_camera or args.preview or not args.out):
+        return _usage("--report measures a file job: give --input VIDEO --out FILE (no live output)")
     try:
         controls = controls_from_args(args)
         config = config_from_args(args)
@@ -128,11 +132,22 @@ def _run_file_job(args, source, effect, controls) -> int:
     except (OSError, ValueError) as exc:
         return _usage(str(exc))
     print(result.summary())
+    if args.report:
+        _write_report(args.input or args.image, args.out, args.report, max_frames=args.frames, quiet=args.quiet)
     if result.edited == 0 and result.frames and result.no_face == result.frames:
         print(f"warning: no face found in any of the {result.frames} frames; {args.out} is an unchanged copy",
               file=sys.stderr)
         return EXIT_NO_FACE
     return 0
+
+
+def _write_report(source_path, edited_path, report_path, max_frames=None, quiet=False) -> None:
+    """Temporal consistency of the edited file against its source (stream.report), printed and written as JSON."""
+    from stream.report import format_report, video_report, write_report  # noqa: PLC0415
+
+    report = video_report(source_path, edited_path, progress=not quiet, max_frames=max_frames)
+    write_report(report, report_path)
+    print(format_report(report))
 
 
 def _run_live(args, source, effect, controls) -> int:

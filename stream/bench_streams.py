@@ -10,7 +10,8 @@ worker). Random weights of the chosen configuration: speed is real, faces are no
 
 Per run: edits_per_s (faces edited per second, all streams), output_fps_per_stream (frames out per second per
 camera: the camera's rate when the walk keeps up), p95_latency_ms (capture -> output), mean_batch (faces per
-network pass), max_edit_age_ms (oldest edit shown: never above the staleness bound).
+network pass), max_edit_age_ms (oldest edit shown: never above the staleness bound). Then one camera's live output
+is measured against the frames it was fed (`stream.report`: TL-ID, TG-ID, warping error).
 """
 from __future__ import annotations
 
@@ -85,10 +86,10 @@ def run_once(E, deltas, frames: list, streams: int, batched: bool, seconds: floa
 
 
 def _camera(driver, frames: list, offset: int, stop: threading.Event) -> None:
-    """Push frames at 30 fps in real time, like a camera (never waits for the output)."""
+    """Push frames at 30 fps in real time, like a camera (never waits for the output); meta = the frame's index."""
     t0, i = time.perf_counter(), 0
     while not stop.is_set():
-        driver.push(frames[(offset + i) % len(frames)])
+        driver.push(frames[(offset + i) % len(frames)], meta=(offset + i) % len(frames))
         i += 1
         delay = t0 + i / FPS - time.perf_counter()
         if delay > 0:
@@ -119,8 +120,35 @@ def _result(streams, batched, seconds, start, end, drivers, sessions, bound_ms) 
             "errors": sum(s.errors.total for s in sessions) + end["backend"]["errors"]}
 
 
+def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, seconds: float = 3.0) -> dict:
+    """TL-ID / TG-ID / warping error (stream.report) of one camera's live output against the frames it was fed."""
+    from stream.controls import Controls  # noqa: PLC0415
+    from stream.driver import FrameDriver  # noqa: PLC0415
+    from stream.effect import Effect  # noqa: PLC0415
+    from stream.options import EffectConfig  # noqa: PLC0415
+    from stream.report import video_report  # noqa: PLC0415
+
+    effect = Effect(EffectConfig(device=device, max_faces=1, staleness_ms=staleness_ms), encoder=copy.deepcopy(E),
+                    directions=deltas, batching=True)
+    session = effect.new_session(controls=Controls(directions={next(iter(deltas)): 3.0}))
+    pairs: list = []
+    driver = FrameDriver(session, on_output=lambda f, info: pairs.append((info["meta"], f.copy()))).start()
+    stop = threading.Event()
+    camera = threading.Thread(target=_camera, args=(driver, frames, 0, stop), daemon=True)
+    camera.start()
+    time.sleep(seconds)
+    stop.set()
+    camera.join(5)
+    driver.stop()
+    session.close()
+    effect.close()
+    report = video_report([frames[i] for i, _ in pairs], [f for _, f in pairs], progress=False)
+    keys = ("frames", "faces", "tl_id", "tg_id", "warp_error", "face_warp_error")
+    return {k: report.get(k) for k in keys}
+
+
 def run(streams: Sequence[int], config: str, seconds: float, warmup_s: float, device: str, max_batch: int,
-        gather_ms: float, staleness_ms: float | None, size: tuple[int, int]) -> dict:
+        gather_ms: float, staleness_ms: float | None, size: tuple[int, int], with_report: bool = True) -> dict:
     import torch  # noqa: PLC0415
 
     from engine.runtime import resolve_device  # noqa: PLC0415
@@ -135,7 +163,8 @@ def run(streams: Sequence[int], config: str, seconds: float, warmup_s: float, de
                            staleness_ms)
             runs.append(row)
             print(_line(row), flush=True)
-    return {"benchmark": "stream.bench_streams", "config": config, "resolution": G.resolution, "device": dev,
+    consistency = temporal(E, deltas, frames, dev, staleness_ms) if with_report else None
+    return {"temporal": consistency,"benchmark": "stream.bench_streams", "config": config, "resolution": G.resolution, "device": dev,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "frame": [size[1], size[0]],
             "seconds": seconds, "warmup_s": warmup_s, "max_batch": max_batch, "gather_ms": gather_ms,
             "camera_fps": FPS, "runs": runs, "batched_over_single": _ratios(runs)}
@@ -162,6 +191,12 @@ def format_table(result: dict) -> str:
              head, "-" * len(head)] + [_line(r) for r in result["runs"]]
     lines.append("batched / one-at-a-time edits per second: " +
                  ", ".join(f"{n} streams {x:.2f}x" for n, x in result["batched_over_single"].items()))
+    t = result.get("temporal")
+    if t:
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        lines.append(f"temporal consistency of one live camera ({t['frames']} frames out, {t['faces']} with a face): "
+                     f"TL-ID {fmt(t['tl_id'])}, TG-ID {fmt(t['tg_id'])}, warping error {fmt(t['warp_error'])} "
+                     f"(face {fmt(t['face_warp_error'])}); 1, 1 and 0 = as steady as the camera")
     return "\n".join(lines)
 
 
@@ -177,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--gather-ms", type=float, default=4.0, help="gather window (default 4)")
     p.add_argument("--staleness-ms", type=float, default=None, help="staleness bound (default: the device's)")
     p.add_argument("--size", default="640x480", help="camera frame size WxH (default 640x480)")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the temporal-consistency measurement of one live camera (stream.report)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = p.parse_args(argv)
     try:
@@ -190,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'streams':>7} {'mode':>8} {'edits/s':>10} {'out fps':>9} {'min fps':>8} {'p95 ms':>9} {'batch':>6} "
           f"{'max age ms':>10} {'edited':>7}", flush=True)
     result = run(streams, args.config, args.seconds, args.warmup, args.device, args.max_batch, args.gather_ms,
-                 args.staleness_ms, (h, w))
+                 args.staleness_ms, (h, w), with_report=not args.no_report)
     report(format_table(result), result, args.json)
     return 0
 

@@ -37,6 +37,22 @@ def test_file_job_edits_every_frame(tiny, tmp_path, capsys):
     assert np.abs(edited[0].astype(int) - frames[0].astype(int)).mean() > 0.5  # the face was edited
 
 
+def test_file_job_report_measures_the_edit_against_its_source(tiny, tmp_path, capsys):
+    import json
+
+    clip = tmp_path / "face.y4m"
+    write_y4m(list(moving_face_clip(n_frames=5, size=(240, 320), face_height=150)), clip, fps=10)
+    report = tmp_path / "report.json"
+    rc = main(["--input", str(clip), "--out", str(tmp_path / "e.mp4"), "--report", str(report), "--direction",
+               "smile", "--alpha", "4", "-q", *effect_args(tiny)])
+    assert rc == 0, capsys.readouterr().err
+    got = json.loads(report.read_text())
+    assert got["frames"] == 5 and got["faces"] == 5
+    assert 0 < got["tl_id"] <= 1.5 and got["warp_error"] is not None
+    assert main(["--camera", "0", "--preview", "--report", str(report)]) == 2   # not a file job: refused
+    assert "--report measures a file job" in capsys.readouterr().err
+
+
 def test_file_job_without_any_face_says_so_and_exits_4(tiny, tmp_path, capsys):
     clip = tmp_path / "empty.y4m"
     rng = np.random.default_rng(0)
