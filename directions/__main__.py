@@ -189,25 +189,23 @@ def plot_energy(energy, name: str, path: Path) -> Path:
 
 
 def cmd_list(args) -> int:
-    from directions.files import DirectionError, default_dir, list_directions, load  # noqa: PLC0415
+    from directions.files import default_dir, load_folder  # noqa: PLC0415
 
     folder = Path(args.dir) if args.dir else default_dir()
-    paths = list_directions(folder)
-    if not paths:
+    found = load_folder(folder)
+    if not found.directions and not found.skipped:
         print(f"no directions in {folder}; make one with `python -m directions build --name NAME --text ...`")
         return 0
     print(f"{folder}:")
     print(f"{'name':<16} {'layers':>6} {'w_dim':>5} {'|delta|':>9}  {'method':<9} {'alpha':<13} file")
-    for p in paths:
-        try:
-            d = load(p)
-        except (DirectionError, OSError) as err:
-            print(f"{p.stem:<16} unreadable: {err}")
-            continue
+    for d in found.directions:
         rng = d.alpha_range
         rng_s = f"{rng[0]:g}..{rng[1]:g}" if rng else "-"
         print(f"{d.name:<16} {d.num_ws:>6} {d.w_dim:>5} {float(d.delta.norm()):>9.4f}  "
-              f"{str(d.meta.get('method', '-')):<9} {rng_s:<13} {p.name}")
+              f"{str(d.meta.get('method', '-')):<9} {rng_s:<13} {found.paths[d.name].name}")
+    for s in found.skipped:
+        label = "unreadable" if s.kind == "unreadable" else f"skipped ({s.kind})"
+        print(f"{s.path.stem:<16} {label}: {s.reason}")
     return 0
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -41,6 +42,21 @@ META_KEYS = (
 
 class DirectionError(ValueError):
     """A direction file that cannot be read, or a direction that does not fit the generator (one-line message)."""
+
+
+class UnsafeDirectionError(DirectionError):
+    """A direction file whose pickle names code (``engine.safe_pickle``); nothing from it was run.
+
+    ``path``: the file; ``names``: the first few ``module.name`` it would have called.
+    """
+
+    def __init__(self, path, names: list):
+        self.path = Path(path)
+        self.names = list(names)
+        super().__init__(
+            f"{self.path} refused: the file contains code ({', '.join(self.names)}), which a direction never needs; "
+            f"nothing from the file was run — get the file from its official source "
+            f"(`python -m directions install-official`) or rebuild it with `python -m directions build`")
 
 
 @dataclass
@@ -68,7 +84,7 @@ class Direction:
         if not torch.isfinite(delta).all():
             raise DirectionError(f"direction {self.name!r}: delta contains NaN or Inf")
         self.delta = delta.contiguous()
-        self.meta = dict(self.meta)
+        self.meta = _clean_meta(dict(self.meta), self.name)
 
     @property
     def num_ws(self) -> int:
@@ -111,8 +127,37 @@ class Direction:
 
     @property
     def alpha_range(self) -> Optional[tuple[float, float]]:
-        r = self.meta.get("alpha_range")
-        return (float(r[0]), float(r[1])) if r else None
+        """(lo, hi) suggested for α from the metadata, or None (absent or malformed)."""
+        return _alpha_range(self.meta.get("alpha_range"))
+
+
+def _number(value) -> Optional[float]:
+    """A finite real number (bools and strings are not numbers here), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _alpha_range(value) -> Optional[tuple[float, float]]:
+    """(lo, hi) when ``value`` is two finite numbers with lo < hi, else None."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    lo, hi = _number(value[0]), _number(value[1])
+    return (lo, hi) if lo is not None and hi is not None and lo < hi else None
+
+
+def _clean_meta(meta: dict, name: str) -> dict:
+    """Metadata with malformed UI hints dropped (one warning each): ``alpha_range`` must be [lo, hi] with
+    finite lo < hi, ``alpha_default`` a finite number. The direction itself stays usable."""
+    if "alpha_range" in meta and _alpha_range(meta["alpha_range"]) is None:
+        log.warning("direction %r: ignoring malformed alpha_range %r (need [lo, hi], two numbers, lo < hi)",
+                    name, meta["alpha_range"])
+        meta["alpha_range_ignored"] = repr(meta.pop("alpha_range"))[:80]
+    if "alpha_default" in meta and _number(meta["alpha_default"]) is None:
+        log.warning("direction %r: ignoring malformed alpha_default %r (need a number)", name, meta["alpha_default"])
+        meta["alpha_default_ignored"] = repr(meta.pop("alpha_default"))[:80]
+    return meta
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -311,7 +356,9 @@ def _imported(path: Path, array, kind: str) -> Direction:
 def load(path: Union[str, Path]) -> Direction:
     """Read a direction: native safetensors, official micromotion ``d_latent``, or an InterFaceGAN boundary.
 
-    Raises FileNotFoundError for a missing path and DirectionError (one line) for anything unreadable.
+    Raises FileNotFoundError for a missing path, :class:`UnsafeDirectionError` (a DirectionError) for a pickle
+    that names code (found by scanning it; nothing is run), and DirectionError (one line) for anything else
+    unreadable. Malformed metadata hints (``alpha_range``, ``alpha_default``) are dropped with a warning.
     """
     path = Path(path).expanduser()
     if path.is_dir() and (path / OFFICIAL_NAME).is_file():
@@ -319,6 +366,8 @@ def load(path: Union[str, Path]) -> Direction:
     if not path.is_file():
         raise FileNotFoundError(f"direction file not found: {path}; `python -m directions list` shows the known ones")
     kind = _sniff(path)
+    if kind in ("torch", "npy"):
+        _refuse_code(path, kind)
     try:
         if kind == "safetensors":
             return _load_safetensors(path)
@@ -333,13 +382,38 @@ def load(path: Union[str, Path]) -> Direction:
             return _imported(path, _pick_tensor(obj, path), "torch")
     except DirectionError:
         raise
-    except Exception as exc:  # corrupt / truncated / unsafe content: one line, no traceback for the user
+    except Exception as exc:  # corrupt / truncated content: one line, no traceback for the user
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DirectionError(f"{path}: cannot read this {kind} direction file ({msg[:160]}); "
                              f"the file is corrupt or not a direction — re-create or re-download it") from None
     raise DirectionError(
         f"{path}: not a direction file (expected safetensors, a torch tensor file or .npy); "
         f"create one with `python -m directions build`")
+
+
+def _refuse_code(path: Path, kind: str) -> None:
+    """Scan the pickle of a torch / object-dtype numpy file before loading it (``engine.safe_pickle``).
+
+    Code → :class:`UnsafeDirectionError`; inert objects a direction cannot hold (numpy arrays inside a .pt,
+    object arrays) → DirectionError naming them. Plain files pass; damaged ones are left to the loader.
+    """
+    from engine import safe_pickle
+
+    try:
+        scan = safe_pickle.scan_npy(path) if kind == "npy" else safe_pickle.scan_file(path)
+    except (OSError, ValueError) as exc:  # unreadable .npy header: the loader says it is corrupt
+        log.debug("pickle scan of %s failed: %s", path, exc)
+        return
+    if scan is None:
+        return
+    if scan.has_code:
+        raise UnsafeDirectionError(path, scan.code)
+    if kind == "npy":
+        raise DirectionError(f"{path}: holds Python objects (an object array), not numbers; save the direction "
+                             f"as a float array (np.save of a float32 array) or a safetensors file")
+    if scan.unsupported:
+        raise DirectionError(f"{path}: holds objects a direction file does not take "
+                             f"({', '.join(scan.unsupported)}); save a torch tensor or a .npy float array")
 
 
 # ------------------------------------------------------------------------------------------------ find
@@ -386,6 +460,118 @@ def did_you_mean(name: str, available: Iterable[str]) -> str:
 
     close = difflib.get_close_matches(str(name), list(available), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass
+class Skipped:
+    """A direction file :func:`load_folder` did not load.
+
+    path:   the file.
+    kind:   "unreadable" (not a direction / damaged / contains code), "incompatible" (made for another
+            generator) or "duplicate" (another file already gives a direction of that name).
+    reason: one line for the user: why, and what to do.
+    """
+
+    path: Path
+    kind: str
+    reason: str
+
+
+@dataclass
+class FolderLoad:
+    """What :func:`load_folder` found: the usable directions (one per name) and the files it skipped."""
+
+    folder: Path
+    directions: list = field(default_factory=list)  # [Direction]
+    skipped: list = field(default_factory=list)     # [Skipped]
+    paths: dict = field(default_factory=dict)       # name -> Path of the file each direction came from
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.directions]
+
+
+def _preference(direction: Direction, path: Path) -> tuple:
+    """Sort key among files giving the same direction name; the smallest is kept.
+
+    1. the file named after the direction (``smile.safetensors`` or ``smile/d_latent`` for "smile") before a
+       copy such as ``smile (1).safetensors``; 2. the native safetensors before imported .pt/.npy files;
+    3. the file name, alphabetically (stable: never the modification time).
+    """
+    return (_default_name(path) != direction.name, path.suffix != ".safetensors", str(path))
+
+
+def load_folder(
+    folder: Union[str, Path, None] = None,
+    names: Optional[Sequence[Union[str, Path]]] = None,
+    *,
+    num_ws: Optional[int] = None,
+    w_dim: Optional[int] = None,
+    generator_sha256: Optional[str] = None,
+) -> FolderLoad:
+    """Load the directions of a folder (default :func:`default_dir`) for a generator, skipping what does not fit.
+
+    folder:           where to look (a missing folder holds nothing).
+    names:            directions asked for by name (resolved in ``folder``) or path; None = every file listed by
+                      :func:`list_directions`.
+    num_ws, w_dim:    the generator's layout; when given, each direction is checked with
+                      :meth:`Direction.check_compatible` (with ``generator_sha256`` when both sides know it).
+
+    Files found by listing that cannot be used are skipped — each with a warning naming it and a
+    :class:`Skipped` entry saying why — so one stray or copied file never takes every direction away.
+    Several files giving the same direction name keep one (:func:`_preference`: the file named after the
+    direction, then safetensors, then alphabetical) and skip the others as "duplicate".
+    Directions asked for in ``names`` must load: FileNotFoundError / DirectionError as :func:`load` and
+    :meth:`Direction.check_compatible` raise them, and two of them with the same name is a DirectionError.
+    """
+    folder = Path(folder).expanduser() if folder is not None else default_dir()
+    result = FolderLoad(folder=folder)
+    if names is not None:
+        for item in names:
+            path = find_direction(item, [folder])
+            d = load(path)
+            if num_ws is not None and w_dim is not None:
+                d.check_compatible(num_ws, w_dim, generator_sha256)
+            if d.name in result.paths:
+                raise DirectionError(
+                    f"two of the directions asked for are named {d.name!r} ({result.paths[d.name]} and {path}); "
+                    f"ask for one of them, or give one file another name in its metadata")
+            result.directions.append(d)
+            result.paths[d.name] = path
+        return result
+
+    loaded: list[tuple[Direction, Path]] = []
+    for path in list_directions(folder):
+        try:
+            d = load(path)
+        except (DirectionError, OSError) as exc:
+            _skip(result, path, "unreadable", str(exc))
+            continue
+        if num_ws is not None and w_dim is not None:
+            try:
+                d.check_compatible(num_ws, w_dim, generator_sha256)
+            except DirectionError as exc:
+                _skip(result, path, "incompatible", str(exc))
+                continue
+        loaded.append((d, path))
+    kept: dict[str, tuple[Direction, Path]] = {}
+    for d, path in sorted(loaded, key=lambda dp: _preference(*dp)):
+        if d.name in kept:
+            _skip(result, path, "duplicate",
+                  f"{path}: another file already gives the direction {d.name!r} ({kept[d.name][1].name}); "
+                  f"remove this copy, or give it another name in its metadata to use both")
+            continue
+        kept[d.name] = (d, path)
+    for d, path in loaded:  # listing order (by name)
+        if kept.get(d.name, (None, None))[1] == path:
+            result.directions.append(d)
+            result.paths[d.name] = path
+    return result
+
+
+def _skip(result: FolderLoad, path: Path, kind: str, reason: str) -> None:
+    log.warning("skipping direction file %s (%s): %s", path, kind, reason)
+    result.skipped.append(Skipped(path=path, kind=kind, reason=reason))
 
 
 def make_meta(

@@ -1,7 +1,8 @@
 """Checkpoint loading: one entry point per network, strict key/shape checks, one-line errors.
 
-* `read_checkpoint(path)`      -- `torch.load(weights_only=True)` with truncated/corrupt files turned into
-                                  a `CheckpointError` that names the file and the fix.
+* `read_checkpoint(path)`      -- `torch.load(weights_only=True)` after a scan of the pickle
+                                  (`engine.safe_pickle`): code → `UnsafeCheckpointError` ("contains code",
+                                  nothing run); truncated/corrupt → a `CheckpointError` naming the file and fix.
 * `load_state_strict(m, sd)`    -- missing / unexpected / mis-shaped keys reported together in one line,
                                   then `load_state_dict(strict=True)`.
 * `load_generator(path_or_name)` -- rosinality `.pt` ({'g_ema', 'latent_avg', ...} or a bare state_dict) and
@@ -24,7 +25,7 @@ from typing import Any, Mapping
 log = logging.getLogger(__name__)
 
 _MAX_NAMED = 5  # how many keys of each kind an error message names
-_REDOWNLOAD = "re-download it with `python -m engine.weights download {name}`"
+_DOWNLOAD = "python -m engine.weights download {name}"
 
 
 class CheckpointError(ValueError):
@@ -57,8 +58,8 @@ def resolve_path(path_or_name: str | Path) -> Path:
     return Path(weights.resolve(str(path_or_name)))
 
 
-def _redownload_hint(path: Path) -> str:
-    """The fix for a damaged file: the manifest name when the file is a known download, else NAME."""
+def _download_command(path: Path) -> str:
+    """`python -m engine.weights download NAME` with the manifest name when the file is a known download."""
     name = "NAME"
     try:
         from engine import weights  # noqa: PLC0415
@@ -66,7 +67,12 @@ def _redownload_hint(path: Path) -> str:
         name = weights.name_for_path(path) or name
     except Exception:  # noqa: BLE001 -- a hint must never hide the real error
         pass
-    return _REDOWNLOAD.format(name=name)
+    return _DOWNLOAD.format(name=name)
+
+
+def _redownload_hint(path: Path) -> str:
+    """The fix for a damaged file: re-download it (the manifest name when known, else NAME)."""
+    return f"re-download it with `{_download_command(path)}`"
 
 
 def _safe_globals() -> list:
@@ -76,11 +82,55 @@ def _safe_globals() -> list:
     return [argparse.Namespace]
 
 
+OFFICIAL_SOURCE = "get the file from its official source"
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose pickle names code (a callable outside the weights allow-list); nothing was run.
+
+    `path`: the file; `names`: the first few `module.name` it would have called.
+    """
+
+    def __init__(self, path: str | Path, names: list, fix: str):
+        self.path = Path(path)
+        self.names = list(names)
+        super().__init__(
+            f"{self.path} refused: the file contains code ({', '.join(self.names)}), which a weights file never "
+            f"needs; nothing from the file was run -- {fix}"
+        )
+
+
+def refuse_code(path: str | Path):
+    """Raise `UnsafeCheckpointError` when the pickle(s) in `path` name code (`engine.safe_pickle.scan_file`);
+    else return the `PickleScan` (its `unsupported` names explain a later weights-only refusal).
+
+    NVIDIA network pickles (`torch_utils.persistence`, `dnnlib`) are named as such: they are read by the
+    restricted loader in `engine.nvidia_pkl` when given the `.pkl` suffix. Unreadable files pass (the loader
+    reports them).
+    """
+    from engine.safe_pickle import scan_file  # noqa: PLC0415
+
+    path = Path(path)
+    scan = scan_file(path)
+    if not scan.has_code:
+        return scan
+    if all(n.startswith(("torch_utils.", "dnnlib.")) for n in scan.code):
+        raise CheckpointError(
+            f"{path} is an NVIDIA network pickle, not a plain PyTorch checkpoint; give it the .pkl suffix to load it "
+            f"with the restricted NVIDIA loader (which never runs its code)"
+        )
+    raise UnsafeCheckpointError(path, scan.code, f"{OFFICIAL_SOURCE} (`{_download_command(path)}`); if you saved "
+                                                 f"it yourself, save only its state_dict")
+
+
 def read_checkpoint(path: str | Path) -> Any:
     """`torch.load(path, map_location="cpu", weights_only=True)`, mapping unreadable files to `CheckpointError`.
 
     Only tensors, containers, numbers, strings and `argparse.Namespace` are accepted: nothing in the file can
-    run code. Returns whatever the file holds (normally a dict).
+    run code. The pickle is scanned first (`engine.safe_pickle`): a file that names code is refused with
+    `UnsafeCheckpointError` ("contains code"), one holding other non-weights objects (numpy arrays, ...) with
+    a `CheckpointError` naming them, a damaged one with "truncated or corrupt" and the download command.
+    Returns whatever the file holds (normally a dict).
     """
     import pickle  # noqa: PLC0415
 
@@ -91,16 +141,17 @@ def read_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(f"no such file: {path}; pass the path of a checkpoint file (.pt or .pkl)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it looks truncated; {_redownload_hint(path)}")
+    scan = refuse_code(path)
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = _unpickler_detail(str(exc))
-        if "Unsupported global" in detail:
+        unsupported = scan.unsupported
+        if unsupported:
             raise CheckpointError(
-                f"checkpoint {path} holds Python objects that a safe load refuses ({_short(detail)}); "
-                f"it is not a plain PyTorch weights file -- if it is an NVIDIA pickle give it the .pkl suffix, "
-                f"else {_redownload_hint(path)}"
+                f"checkpoint {path} holds Python objects a weights load does not take ({', '.join(unsupported)}); "
+                f"it is not a plain PyTorch weights file -- save tensors only, or {_redownload_hint(path)}"
             ) from None
         raise CheckpointError(
             f"checkpoint {path} looks truncated or corrupt (not a readable PyTorch file: {_short(detail)}); "
@@ -333,6 +384,7 @@ def load_encoder(*args, **kwargs):
 
 __all__ = [
     "CheckpointError",
+    "UnsafeCheckpointError",
     "build_generator",
     "check_state_dict",
     "file_sha256",
@@ -341,5 +393,6 @@ __all__ = [
     "load_generator",
     "load_state_strict",
     "read_checkpoint",
+    "refuse_code",
     "resolve_path",
 ]

@@ -110,9 +110,15 @@ class PersistentObject:
 
 
 class _Refused(Exception):
+    """The pickle's structure is not that of a network pickle (a wrong argument, a non-storage, ...)."""
+
     def __init__(self, what: str):
         super().__init__(what)
         self.what = what
+
+
+class _CodeRefused(_Refused):
+    """The pickle asked the unpickler for a callable outside the allow-list: the file contains code."""
 
 
 def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
@@ -142,6 +148,11 @@ def _allowed_globals() -> dict[tuple[str, str], Callable]:
     def load_storage(data):
         if not isinstance(data, (bytes, bytearray)):
             raise _Refused(f"torch.storage._load_from_bytes with a {type(data).__name__} argument")
+        from engine.safe_pickle import scan_bytes  # noqa: PLC0415
+
+        nested = scan_bytes(data)
+        if nested.has_code:
+            raise _CodeRefused(nested.code[0])
         obj = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
         if not isinstance(obj, (torch.TypedStorage, torch.UntypedStorage)):
             raise _Refused(f"torch.storage._load_from_bytes returning a {type(obj).__name__}, not a storage")
@@ -242,7 +253,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             value = getattr(torch, name, None)
             if isinstance(value, torch.dtype):
                 return value
-        raise _Refused(f"{module}.{name}")
+        raise _CodeRefused(f"{module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:
         raise _Refused(f"persistent id {str(pid)[:40]!r}")
@@ -259,16 +270,26 @@ def read_network_pickle(path: str | Path) -> Any:
     """Unpickle an NVIDIA network pickle with the restricted unpickler. Nothing from the file is executed.
 
     Returns the top-level object (usually {'G': .., 'D': .., 'G_ema': .., ...} with `PersistentObject` values).
-    Raises CheckpointError (one line) for refused globals and for truncated / corrupt files.
+    Raises `engine.checkpoints.UnsafeCheckpointError` (a CheckpointError: "contains code") when the pickle asks
+    for a callable outside the allow-list, CheckpointError (one line) for other refusals and truncated / corrupt
+    files.
     """
     path = Path(path)
     allowed = _allowed_globals()
     try:
         with open(path, "rb") as f:
             return RestrictedUnpickler(f, allowed).load()
+    except _CodeRefused as err:
+        if err.what.startswith("dnnlib.tflib"):
+            raise _error(f"{path.name}: refused to load: the pickle calls {err.what} ({_refusal_hint(err.what)}); "
+                         f"nothing from the file was run") from None
+        from engine.checkpoints import OFFICIAL_SOURCE, UnsafeCheckpointError  # noqa: PLC0415
+
+        raise UnsafeCheckpointError(path, [err.what], f"{OFFICIAL_SOURCE} (a network pickle holds only tensors, "
+                                                      f"numpy values and NVIDIA persistent objects)") from None
     except _Refused as err:
         raise _error(
-            f"{path.name}: refused to load: the pickle calls {err.what}, which is not on the allow-list "
+            f"{path.name}: refused to load: {err.what} is not what a network pickle holds "
             f"({_refusal_hint(err.what)}); nothing from the file was run"
         ) from None
     except FileNotFoundError:

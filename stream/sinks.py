@@ -182,43 +182,101 @@ class FileSink(Sink):
             self._audio_out.format = "fltp"  # what FFmpeg's AAC encoder takes
 
     def _mux_audio(self, duration_s: float) -> None:
-        """Copy / re-encode the source audio up to ``duration_s`` seconds."""
-        source, out_audio = self._audio_src, self._audio_out
+        """Copy / re-encode the source audio up to ``duration_s`` seconds.
+
+        Damaged audio never costs the file: a packet the decoder rejects is skipped, a read error ends the audio
+        there (both logged). Re-encoding follows the source's timestamps: where audio is missing (skipped
+        packets, or a decoder that dropped damaged data) silence of the same length is written, so everything
+        after it stays in sync with the picture. Copied packets keep their own timestamps.
+        """
+        source = self._audio_src
         in_audio = source.streams.audio[0]
         try:
             if self._audio_copy:
-                for packet in source.demux(in_audio):
+                for packet in self._audio_packets(source, in_audio):
                     if packet.dts is None:  # flush packet
                         continue
                     if packet.pts is not None and float(packet.pts * packet.time_base) >= duration_s:
                         break
-                    packet.stream = out_audio
+                    packet.stream = self._audio_out
                     self._container.mux(packet)
                 return
-            import av
-
-            resampler = av.AudioResampler(format="fltp", layout=out_audio.layout,
-                                          rate=out_audio.codec_context.sample_rate)
-            samples = 0
-            def frames():
-                for frame in source.decode(in_audio):
-                    if frame.time is not None and frame.time >= duration_s:
-                        break
-                    frame.pts = None
-                    yield frame
-                yield None  # flush the resampler
-
-            for frame in frames():
-                for converted in resampler.resample(frame):
-                    converted.pts, converted.time_base = samples, Fraction(1, converted.sample_rate)
-                    samples += converted.samples
-                    for packet in out_audio.encode(converted):
-                        self._container.mux(packet)
-            for packet in out_audio.encode(None):
-                self._container.mux(packet)
+            self._reencode_audio(source, in_audio, duration_s)
         finally:
             source.close()
             self._audio_src = None
+
+    def _audio_packets(self, source, in_audio):
+        """The audio stream's packets; a read error ends them (logged), the file stays writable."""
+        import av
+
+        packets = source.demux(in_audio)
+        while True:
+            try:
+                yield next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                logger.warning("%s: audio unreadable from here on (%s); the rest of the output is silent",
+                               self.audio_from, exc)
+                return
+
+    def _reencode_audio(self, source, in_audio, duration_s: float) -> None:
+        """Decode → resample → AAC, with silence where the source's timestamps jump ahead (lost audio)."""
+        import av
+
+        out_audio = self._audio_out
+        rate = out_audio.codec_context.sample_rate
+        resampler = av.AudioResampler(format="fltp", layout=out_audio.layout, rate=rate)
+        written = 0       # samples sent to the encoder
+        origin = None     # source time of the first decoded frame (the output's 0)
+        failed = 0
+        for packet in self._audio_packets(source, in_audio):
+            try:
+                decoded = in_audio.decode(packet)
+            except av.error.FFmpegError as exc:
+                failed += 1
+                logger.debug("%s: skipping an undecodable audio packet (%s)", self.audio_from, exc)
+                continue
+            for frame in decoded:
+                if frame.time is not None:
+                    if frame.time >= duration_s:
+                        break
+                    origin = frame.time if origin is None else origin
+                    gap = round((frame.time - origin) * rate) - written
+                    if gap > rate // 100:  # more than 10 ms missing: fill it with silence
+                        written = self._encode_audio(self._silence(gap), written)
+                frame.pts = None
+                for converted in resampler.resample(frame):
+                    written = self._encode_audio(converted, written)
+            else:
+                continue
+            break
+        for converted in resampler.resample(None):
+            written = self._encode_audio(converted, written)
+        for packet in out_audio.encode(None):
+            self._container.mux(packet)
+        if failed:
+            logger.warning("%s: %d undecodable audio packet(s) replaced by silence", self.audio_from, failed)
+
+    def _encode_audio(self, frame, written: int) -> int:
+        """Encode one output-format audio frame at sample position `written`; returns the new position."""
+        rate = self._audio_out.codec_context.sample_rate
+        frame.pts, frame.time_base = written, Fraction(1, rate)
+        for packet in self._audio_out.encode(frame):
+            self._container.mux(packet)
+        return written + frame.samples
+
+    def _silence(self, samples: int):
+        """`samples` of silence in the output's format (fltp, its layout and rate)."""
+        import av
+
+        out = self._audio_out
+        frame = av.AudioFrame(format="fltp", layout=out.layout, samples=samples)
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        frame.sample_rate = out.codec_context.sample_rate
+        return frame
 
 
 class VirtualCameraUnavailable(RuntimeError):

@@ -7,6 +7,7 @@ All frames here are uint8 [H, W, 3] BGR except at the Gradio boundary (RGB).
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 import uuid
@@ -16,92 +17,90 @@ from typing import Any, Callable
 
 import numpy as np
 
+from stream.probe import UploadRefused  # re-exported: the one refusal type, from stream up to the doors
+
 log = logging.getLogger("web.gradio")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".y4m"}
-IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif", "apng"}
-
-
-class UploadRefused(ValueError):
-    """An upload that is not what the tab takes (type or size); the message says what to give instead."""
 
 
 @dataclass
 class Limits:
-    """What uploads may be."""
+    """What uploads may be (checked from the files' headers before anything is decoded: `stream.probe`)."""
 
     max_image_mb: float = 20.0       # photo upload limit
     max_video_mb: float = 200.0      # clip upload limit
     max_clip_s: float = 300.0        # clip duration limit (seconds)
-    max_side: int = 4096             # largest photo side accepted (pixels)
+    max_side: int = 4096             # largest photo side / clip frame side accepted (pixels)
+    max_pixels: int = 4096 * 4096    # largest photo / clip frame (width × height)
+    max_frames: int = 18_000         # most frames in a clip (300 s at 60 fps)
+    max_fps: float = 240.0           # highest average frame rate of a clip
+
+    def probe_limits(self, kind: str):
+        """The `stream.probe.Limits` for a "photo" or a "clip" upload."""
+        from stream.probe import Limits as ProbeLimits
+
+        mb = self.max_image_mb if kind == "photo" else self.max_video_mb
+        return ProbeLimits(max_bytes=math.ceil(mb * 2**20), max_side=self.max_side, max_pixels=self.max_pixels,
+                           max_frames=self.max_frames, max_fps=self.max_fps, max_duration_s=self.max_clip_s)
 
 
 def _size_mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
-def check_image_upload(path, limits: Limits = Limits()) -> np.ndarray:
-    """Read an uploaded photo as uint8 [H, W, 3] BGR; `UploadRefused` for a non-image or an oversized one."""
-    import cv2
+def _upload_path(value) -> Path | None:
+    """The file of an upload: a path, or Gradio's FileData dict ({"path": ...}) when an event is wired with
+    `preprocess=False` (so Gradio never opens the file before these checks)."""
+    if isinstance(value, dict):
+        value = value.get("path")
+    return Path(value) if value else None
 
+
+def check_image_upload(path, limits: Limits = Limits()) -> np.ndarray:
+    """Read an uploaded photo as uint8 [H, W, 3] BGR; `UploadRefused` for a non-image or an oversized one.
+
+    Size, type and declared pixel count are checked from the file and its header before it is decoded.
+    """
+    from stream.sources import read_image
+
+    path = _upload_path(path)
     if path is None:
         raise UploadRefused("no photo given; upload a face photo (jpg or png)")
-    path = Path(path)
+    if not path.is_file():
+        raise UploadRefused(f"the photo '{path.name}' was not received; upload it again")
     if _size_mb(path) > limits.max_image_mb:
         raise UploadRefused(f"the photo is {_size_mb(path):.1f} MB, over the {limits.max_image_mb:g} MB limit; "
                             "upload a smaller image")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UploadRefused(f"'{path.name}' is not a photo type this app takes; upload "
                             f"{', '.join(sorted(IMAGE_SUFFIXES))}")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UploadRefused(f"'{path.name}' could not be read as an image; upload a jpg or png photo")
-    if max(image.shape[:2]) > limits.max_side:
-        raise UploadRefused(f"the photo is {image.shape[1]}×{image.shape[0]}; the largest side allowed is "
-                            f"{limits.max_side} px")
-    return image
+    return read_image(path, limits.probe_limits("photo"))
 
 
 def check_video_upload(path, limits: Limits = Limits()) -> dict:
     """Probe an uploaded clip; returns {"path", "fps", "frames", "duration_s", "width", "height", "audio"}.
 
-    `UploadRefused` for a non-video (including a still image), an oversized or an over-long clip.
+    `UploadRefused` for a non-video (including a still image), an oversized, over-long, too fast or too large
+    clip -- all read from the headers (`stream.probe.probe_video`), nothing decoded.
     """
-    import av
+    from stream.probe import probe_video
 
+    path = _upload_path(path)
     if path is None:
         raise UploadRefused("no clip given; upload a video (mp4, mov, webm, mkv)")
-    path = Path(path)
+    if not path.is_file():
+        raise UploadRefused(f"the clip '{path.name}' was not received; upload it again")
     if _size_mb(path) > limits.max_video_mb:
         raise UploadRefused(f"the clip is {_size_mb(path):.1f} MB, over the {limits.max_video_mb:g} MB limit; "
                             "upload a shorter or smaller clip")
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise UploadRefused(f"'{path.name}' is not a video type this app takes; upload "
                             f"{', '.join(sorted(VIDEO_SUFFIXES))}")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise UploadRefused(f"'{path.name}' is not a readable video ({exc}); upload an mp4, mov, webm or mkv")
-    try:
-        if container.format.name in IMAGE_FORMATS or not container.streams.video:
-            raise UploadRefused(f"'{path.name}' holds no video stream; upload a video clip")
-        vs = container.streams.video[0]
-        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
-        fps = float(rate) if rate else 30.0
-        duration = None
-        if vs.duration is not None and vs.time_base is not None:
-            duration = float(vs.duration * vs.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1e6
-        if duration is not None and duration > limits.max_clip_s:
-            raise UploadRefused(f"the clip lasts {duration:.0f} s, over the {limits.max_clip_s:g} s limit; "
-                                "trim it first")
-        return {"path": path, "fps": fps, "frames": int(vs.frames) or None, "duration_s": duration,
-                "width": vs.codec_context.width, "height": vs.codec_context.height,
-                "audio": bool(container.streams.audio)}
-    finally:
-        container.close()
+    info = probe_video(path, limits.probe_limits("clip"))
+    return {"path": path, "fps": info.fps or 30.0, "frames": info.frames, "duration_s": info.duration_s,
+            "width": info.width, "height": info.height, "audio": info.audio}
 
 
 # ------------------------------------------------------------------------------------------- effect

@@ -88,6 +88,21 @@ def test_list(official_directions_dir, tmp_path, capsys):
     assert "no directions in" in capsys.readouterr().out
 
 
+def test_list_survives_malformed_metadata_and_names_a_duplicate(tmp_path, capsys):
+    """Issue 15: alpha_range "ab" in a file's metadata stopped `directions list`; a copied file is named."""
+    from safetensors.torch import save_file
+    import json
+
+    delta = torch.randn(4, 8)
+    meta = json.dumps({"name": "smile", "method": "rpca", "alpha_range": "ab"})
+    save_file({"delta": delta}, str(tmp_path / "smile.safetensors"), metadata={"micromotion": meta})
+    save_file({"delta": delta}, str(tmp_path / "smile (1).safetensors"), metadata={"micromotion": meta})
+    assert cli.main(["list", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^smile\s+4\s+8\s+[0-9.]+\s+rpca\s+-\s+smile\.safetensors$", out, re.M), out
+    assert re.search(r"^smile \(1\)\s+skipped \(duplicate\): .*smile\.safetensors", out, re.M), out
+
+
 def test_show_missing_and_corrupt(tmp_path, capsys):
     assert cli.main(["show", "nothing-here", "--dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err

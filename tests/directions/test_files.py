@@ -10,12 +10,14 @@ import torch
 from directions.files import (
     Direction,
     DirectionError,
+    UnsafeDirectionError,
     apply,
     default_dir,
     find_direction,
     layer_energy,
     list_directions,
     load,
+    load_folder,
     make_meta,
     save,
 )
@@ -150,16 +152,62 @@ def test_truncated_and_foreign_files(tmp_path):
         load(tmp_path / "missing.safetensors")
 
 
-def test_unsafe_pickle_is_not_executed(tmp_path):
+class _Evil:
+    """Unpickling this would create `marker` (a file): proof of whether code from the file ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "raw-pickle-4", "object-npy"])
+def test_direction_file_with_code_is_refused_because_it_contains_code(tmp_path, fmt):
     import pickle
 
-    class Boom:
-        def __reduce__(self):
-            return (print, ("executed",))
+    marker = tmp_path / "PWNED"
+    payload = {"delta": torch.zeros(1, 18, 512), "x": _Evil(marker)}
+    path = tmp_path / ("evil.npy" if fmt == "object-npy" else "evil.pt")
+    if fmt == "zip":
+        torch.save(payload, path)
+    elif fmt == "legacy":
+        torch.save(payload, path, _use_new_zipfile_serialization=False)
+    elif fmt == "raw-pickle-4":
+        path.write_bytes(pickle.dumps(payload, protocol=4))  # STACK_GLOBAL, not GLOBAL
+    else:
+        np.save(path, np.array([_Evil(marker)], dtype=object), allow_pickle=True)
+    with pytest.raises(UnsafeDirectionError, match=r"refused: the file contains code \(posix\.system\)") as info:
+        load(path)
+    msg = str(info.value)
+    assert "\n" not in msg and "nothing from the file was run" in msg and "official source" in msg
+    assert "corrupt" not in msg and "re-download" not in msg
+    assert not marker.exists()
 
-    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Boom(), protocol=2))
-    with pytest.raises(DirectionError, match="cannot read"):
+
+def test_refusal_does_not_depend_on_torchs_error_text(tmp_path, monkeypatch):
+    """The verdict comes from what the unpickler is asked to resolve, before torch.load is ever called."""
+    marker = tmp_path / "PWNED"
+    torch.save({"delta": torch.zeros(1, 512), "x": _Evil(marker)}, tmp_path / "evil.pt")
+    calls = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(
+        __import__("pickle").UnpicklingError("wording of some future torch release")))
+    with pytest.raises(UnsafeDirectionError):
         load(tmp_path / "evil.pt")
+    assert calls == [] and not marker.exists()
+
+
+def test_numpy_inside_a_pt_and_object_arrays_are_named_not_called_code(tmp_path):
+    torch.save({"delta": np.zeros((1, 512), np.float32)}, tmp_path / "np.pt")
+    with pytest.raises(DirectionError, match=r"does not take \(numpy") as info:
+        load(tmp_path / "np.pt")
+    assert not isinstance(info.value, UnsafeDirectionError)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DirectionError, match="object array") as info:
+        load(tmp_path / "obj.npy")
+    assert not isinstance(info.value, UnsafeDirectionError)
 
 
 def test_incompatible_direction_refused():
@@ -233,3 +281,76 @@ def test_list_find_and_default_dir(tmp_path, monkeypatch, official_directions_di
         find_direction("frown")
     monkeypatch.delenv("MICROMOTION_HOME")
     assert str(default_dir()).endswith(".cache/micromotion/directions")
+
+
+# ------------------------------------------------------------------------------------------------ malformed metadata
+
+
+@pytest.mark.parametrize("bad", ["ab", [1], [3, 1], ["a", "b"], [0, float("nan")], [True, 2]])
+def test_malformed_alpha_range_is_ignored_with_a_warning(tmp_path, caplog, bad):
+    d = _direction()
+    d.meta["alpha_range"] = bad
+    d.meta["alpha_default"] = "five"
+    from safetensors.torch import save_file
+
+    meta = json.dumps({**d.meta, "name": "smile"})  # allow_nan: NaN is written as in hand-edited files
+    save_file({"delta": d.delta}, str(tmp_path / "smile.safetensors"), metadata={"micromotion": meta})
+    with caplog.at_level("WARNING", logger="directions.files"):
+        got = load(tmp_path / "smile.safetensors")
+    assert got.alpha_range is None and "alpha_range" not in got.meta and "alpha_default" not in got.meta
+    assert "malformed alpha_range" in caplog.text and "malformed alpha_default" in caplog.text
+    torch.testing.assert_close(got.delta, d.delta)
+
+
+# ------------------------------------------------------------------------------------------------ folders
+
+
+def _save_as(d: Direction, path):
+    """Write a direction under an arbitrary file name (a user's copy keeps the metadata name)."""
+    tmp = save(d, path.parent / "_tmp.safetensors")
+    tmp.rename(path)
+    return path
+
+
+def test_load_folder_skips_duplicates_strays_and_misfits_with_a_warning(tmp_path, caplog):
+    smile = _direction(seed=1)
+    blink = Direction("blink", torch.randn(6, 16), make_meta("rpca"))
+    other = Direction("wide", torch.randn(6, 32), make_meta("rpca"))    # made for a w_dim 32 generator
+    save(smile, tmp_path / "smile.safetensors")
+    _save_as(_direction(seed=2), tmp_path / "smile (1).safetensors")     # a copy: same name, sorts first
+    save(blink, tmp_path / "blink.safetensors")
+    save(other, tmp_path / "wide.safetensors")
+    (tmp_path / "notes.pt").write_bytes(b"not a direction at all")
+    (tmp_path / "readme.txt").write_text("ignored: not a direction suffix")
+    with caplog.at_level("WARNING", logger="directions.files"):
+        found = load_folder(tmp_path, num_ws=6, w_dim=16)
+    assert found.names == ["blink", "smile"]
+    assert found.paths["smile"] == tmp_path / "smile.safetensors"
+    torch.testing.assert_close(found.directions[1].delta, smile.delta)    # the file named after it, not the copy
+    skipped = {s.path.name: s for s in found.skipped}
+    assert set(skipped) == {"smile (1).safetensors", "wide.safetensors", "notes.pt"}
+    assert skipped["smile (1).safetensors"].kind == "duplicate" and "smile.safetensors" in skipped[
+        "smile (1).safetensors"].reason
+    assert skipped["wide.safetensors"].kind == "incompatible" and "16" in skipped["wide.safetensors"].reason
+    assert skipped["notes.pt"].kind == "unreadable"
+    for name in skipped:
+        assert name in caplog.text
+    assert all("\n" not in s.reason for s in found.skipped)
+    # without a generator layout nothing is incompatible; the duplicate is still skipped
+    assert load_folder(tmp_path).names == ["blink", "smile", "wide"]
+
+
+def test_load_folder_named_directions_must_load(tmp_path):
+    save(_direction(), tmp_path / "smile.safetensors")
+    _save_as(_direction(seed=3), tmp_path / "copy.safetensors")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert load_folder(tmp_path, ["smile"], num_ws=6, w_dim=16).names == ["smile"]
+    with pytest.raises(DirectionError, match=r"two of the directions asked for are named 'smile'"):
+        load_folder(tmp_path, ["smile", "copy"])
+    with pytest.raises(DirectionError, match="not a direction file"):
+        load_folder(tmp_path, ["junk"])
+    with pytest.raises(DirectionError, match="generator is 6×32"):
+        load_folder(tmp_path, ["smile"], num_ws=6, w_dim=32)
+    with pytest.raises(FileNotFoundError, match="'frown' not found"):
+        load_folder(tmp_path, ["frown"])
+    assert load_folder(tmp_path / "missing").directions == []

@@ -118,3 +118,58 @@ def test_preview_headless_error(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(RuntimeError, match="no display"):
         PreviewSink()
+
+
+def _clip_with_beep(path, rate=16000, seconds=2.0, beep=(1.5, 1.7), fps=12):
+    """An mp4 with MP2 audio (FileSink re-encodes it to AAC): silence, then a 440 Hz beep at `beep` seconds."""
+    import av
+
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    wave = np.where((t >= beep[0]) & (t < beep[1]), 0.5 * np.sin(2 * np.pi * 440 * t), 0).astype(np.float32)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        audio = out.add_stream("mp2", rate=rate)
+        audio.layout = "mono"
+        for i in range(int(seconds * fps)):
+            vf = av.VideoFrame.from_ndarray(_frame(i % 40), format="bgr24")
+            vf.pts, vf.time_base = i, Fraction(1, fps)
+            for packet in video.encode(vf):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        for start in range(0, n, 1152):
+            af = av.AudioFrame.from_ndarray(wave[None, start:start + 1152], format="fltp", layout="mono")
+            af.sample_rate, af.pts, af.time_base = rate, start, Fraction(1, rate)
+            for packet in audio.encode(af):
+                out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_damaged_audio_is_replaced_by_silence_and_the_rest_stays_in_sync(tmp_path):
+    import av
+
+    src = _clip_with_beep(tmp_path / "beep.mp4")
+    with av.open(str(src)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(audio=0) if p.size]
+    data = bytearray(src.read_bytes())
+    for pos, size in packets[5:7]:  # ~0.36-0.5 s: two MP2 frames the decoder rejects
+        data[pos:pos + size] = b"\xff" * size
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    with av.open(str(damaged)) as c, pytest.raises(av.error.InvalidDataError):  # really undecodable
+        list(c.decode(audio=0))
+    out = tmp_path / "out.mp4"
+    with VideoFileSource(damaged) as source, FileSink(out, fps=source.rate, audio_from=damaged) as sink:
+        for frame, _ in source:
+            sink.write(frame)
+    with av.open(str(out)) as c:
+        samples = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
+        rate = c.streams.audio[0].codec_context.sample_rate
+        start = float(c.streams.audio[0].start_time * c.streams.audio[0].time_base)
+    onset = start + np.argmax(np.abs(samples) > 0.1) / rate
+    assert abs(onset - 1.5) < 0.03, onset  # without the silence it would come 0.14 s early
+    assert abs(samples.size / rate - 2.0) < 0.1

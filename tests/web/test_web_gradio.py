@@ -153,6 +153,37 @@ def test_uploads_refused_with_a_message(tmp_path, faces_dir, face_clip):
         check_image_upload(faces_dir / "01.jpg", Limits(max_image_mb=0.001))
     with pytest.raises(UploadRefused, match="no photo"):
         check_image_upload(None)
+    # Gradio's FileData dict (events wired with preprocess=False hand it over untouched)
+    assert check_video_upload({"path": str(face_clip), "orig_name": "face.mp4"})["frames"] == N_FRAMES
+    assert check_image_upload({"path": str(faces_dir / "01.jpg")}).ndim == 3
+
+
+@pytest.fixture(scope="module")
+def upload_bombs(tmp_path_factory):
+    from hostile_media import fast_long_clip, huge_frame_clip, huge_png
+
+    d = tmp_path_factory.mktemp("bombs")
+    return {"photo": huge_png(d / "huge.png"), "clip": huge_frame_clip(d / "huge.mp4"),
+            "fast": fast_long_clip(d / "fast.mp4")}
+
+
+@pytest.mark.parametrize("kind, call, refusal", [
+    ("photo", "check_image_upload(p)", "'huge.png' declares images of 13000×13000 pixels"),
+    ("clip", "check_video_upload(p)", "'huge.mp4' declares frames of 8192×8192 pixels"),
+    ("fast", "check_video_upload(p)", "'fast.mp4' declares 1000 frames per second"),
+    ("fast", "check_video_upload(p, Limits(max_fps=1000))", "'fast.mp4' declares 30000 frames, over the 18000"),
+])
+def test_upload_bombs_refused_from_their_headers_before_decoding(upload_bombs, kind, call, refusal):
+    """Issue 15: a 164 kB PNG of 13000² cost +1 GB before its refusal, an 8192² mp4 (198 kB) and a 30000-frame
+    1000 fps clip were accepted. Now each is refused from its header; peak memory measured in a fresh process."""
+    from hostile_media import peak_rss_growth
+
+    setup = ("import av, cv2, numpy, PIL.Image\n"
+             "from web.gradio_app import Limits, check_image_upload, check_video_upload\n"
+             f"p = {str(upload_bombs[kind])!r}")
+    got = peak_rss_growth(setup, call)
+    assert got["outcome"].startswith(f"UploadRefused: {refusal}"), got
+    assert got["growth_mb"] < 48, got
 
 
 def test_webcam_session_edits_rgb_frames(tiny_effect, faces_dir):
