@@ -132,6 +132,8 @@ def _run_file_job(args, source, effect, controls) -> int:
     except (OSError, ValueError) as exc:
         return _usage(str(exc))
     print(result.summary())
+    if result.damage:
+        print(f"warning: {result.damage}", file=sys.stderr)
     if args.report:
         _write_report(args.input or args.image, args.out, args.report, max_frames=args.frames, quiet=args.quiet)
     if result.edited == 0 and result.frames and result.no_face == result.frames:

@@ -32,6 +32,7 @@ class JobResult:
     errors: int = 0          # frames that failed and passed through
     seconds: float = 0.0
     states: dict = field(default_factory=dict)   # state -> frames
+    damage: str | None = None                    # what the source lost to damage (one line), None when intact
 
     def summary(self) -> str:
         return (f"frames in {self.frames}, processed {self.frames - self.dropped}, dropped {self.dropped}, "
@@ -86,6 +87,8 @@ def edit_file(source, effect, controls, out_path, *, fps: float | None = None, m
         session.close()
     result.seconds = time.monotonic() - t0
     result.errors = session.errors.total
+    damage = getattr(source, "damage", None)
+    result.damage = damage() if callable(damage) else None
     return result
 
 

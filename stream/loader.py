@@ -95,42 +95,16 @@ def load_network(what: str, name: str, device) -> Any:
 
 
 def load_direction_files(config: EffectConfig, G) -> tuple[list, list]:
-    """([(name, delta, meta)], [(file, reason)]): the directions named in the config, or every file in the folder.
-
-    A named direction that cannot be used (unreadable, made for another generator) is an error; a file found by
-    listing the folder is skipped with a warning and reported, so one stray file does not take every direction away.
-    """
+    """([(name, delta, meta)], [(file, reason)]): the directions named in the config, or every file in the folder
+    (`directions.files.load_folder`). A named direction that cannot be used is an error; a listed file that cannot
+    be used (unreadable, made for another generator, a duplicate name) is skipped and reported."""
     from directions import files  # noqa: PLC0415
 
-    folder = Path(config.directions_dir) if config.directions_dir else Path(files.default_dir())
-    named = bool(config.directions)
-    if named:
-        paths = [_named_path(item, folder) for item in config.directions]
-    else:
-        paths = [Path(getattr(x, "path", x)) for x in (files.list_directions(folder) if folder.is_dir() else [])]
-    items, skipped, seen = [], [], set()
-    for path in paths:
-        try:
-            d = files.load(path)
-            d.check_compatible(G.num_ws, G.w_dim, generator_sha256=getattr(G, "source_sha256", None))
-            if d.name in seen:
-                raise ValueError(f"another file already gives a direction named {d.name!r}")
-        except Exception as exc:  # noqa: BLE001 -- a stray file in the folder must not stop the effect
-            if named:
-                raise
-            log.warning("skipping direction file %s: %s", path, exc)
-            skipped.append((str(path), str(exc)))
-            continue
-        seen.add(d.name)
-        items.append((d.name, d.delta, dict(d.meta or {})))
-    return items, skipped
-
-
-def _named_path(item: str, folder: Path) -> Path:
-    from directions import files  # noqa: PLC0415
-
-    p = Path(item).expanduser()
-    return p if p.is_file() else Path(files.find_direction(item, [folder]))
+    folder = Path(config.directions_dir).expanduser() if config.directions_dir else Path(files.default_dir())
+    found = files.load_folder(folder, list(config.directions) or None, num_ws=G.num_ws, w_dim=G.w_dim,
+                              generator_sha256=getattr(G, "source_sha256", None))
+    items = [(d.name, d.delta, dict(d.meta or {})) for d in found.directions]
+    return items, [(str(x.path), x.reason) for x in found.skipped]
 
 
 def injected_directions(directions: Mapping | Sequence | None) -> list | None:

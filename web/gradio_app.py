@@ -182,7 +182,7 @@ def edit_clip(effect, in_path, out_path, controls, progress: Callable[[float, st
               limits: Limits = Limits()) -> dict:
     """Clip upload → edited clip at the same frame rate and size, with the input's audio (the CLI's file job,
     `stream.jobs.edit_file`). `progress(fraction, text)` is called as frames are done.
-    Returns {"path", "frames", "fps", "audio", "seconds", "edited", "no_face"}."""
+    Returns {"path", "frames", "fps", "audio", "seconds", "edited", "no_face", "damage"}."""
     from stream.jobs import edit_file
     from stream.sources import VideoFileSource
 
@@ -193,11 +193,12 @@ def edit_clip(effect, in_path, out_path, controls, progress: Callable[[float, st
         if progress is not None and (n % 5 == 0 or n == total):
             progress(min(n / total, 1.0) if total else 0.0, f"frame {n}" + (f" of {total}" if total else ""))
 
-    with VideoFileSource(in_path) as source:
+    with VideoFileSource(info["path"]) as source:
         result = edit_file(source, effect, controls, out_path, fps=source.fps or info["fps"], progress=False,
-                           audio_from=in_path if info["audio"] else None, on_frame=on_frame)
+                           audio_from=info["path"] if info["audio"] else None, on_frame=on_frame)
     return {"path": Path(out_path), "frames": result.frames, "fps": info["fps"], "audio": info["audio"],
-            "seconds": round(result.seconds, 2), "edited": result.edited, "no_face": result.no_face}
+            "seconds": round(result.seconds, 2), "edited": result.edited, "no_face": result.no_face,
+            "damage": result.damage}
 
 
 class WebcamSession:

@@ -9,6 +9,7 @@ import asyncio
 import json
 
 import numpy as np
+from pathlib import Path
 import pytest
 
 from web_netns import rerun_in_netns
@@ -276,3 +277,35 @@ def test_alpha_hint_fallbacks_for_unusable_metadata():
     assert (h["min"], h["max"], h["default"]) == (-4.0, -1.0, -2.5)
     # the demo effect's directions carry no metadata: each gets the fallback
     assert {n: v["max"] for n, v in alpha_hints(["a", "b"], {}).items()} == {"a": 5.0, "b": 5.0}
+
+
+def test_a_duplicate_or_stray_direction_file_is_skipped_and_the_page_still_starts(tmp_path):
+    """A copy `smile (1).safetensors` and a file for another generator in the folder: the page starts with the
+    good directions and /config names each skipped file with its reason."""
+    import shutil
+
+    import torch
+
+    from directions.files import Direction, save
+    from stream.effect import Effect, EffectConfig
+    from tiny_weights import write_tiny_weights
+
+    weights = write_tiny_weights(tmp_path / "w")
+    folder = weights["directions_dir"]
+    shutil.copy(folder / "smile.safetensors", folder / "smile (1).safetensors")
+    save(Direction("wide", torch.zeros(40, 32), {}), folder / "wide.safetensors")   # another generator's layout
+    effect = Effect.open(EffectConfig(encoder=str(weights["encoder"]), directions_dir=str(folder), device="cpu"))
+
+    async def scenario():
+        server, runner, url = await _serve(effect)
+        try:
+            return await _get(f"{url}/config")
+        finally:
+            await runner.cleanup()
+
+    status, cfg = asyncio.run(scenario())
+    effect.close()
+    assert status == 200 and cfg["mode"] == "full" and sorted(cfg["directions"]) == ["eyes_closing", "smile"]
+    skipped = {Path(f).name: reason for f, reason in cfg["skipped_directions"]}
+    assert set(skipped) == {"smile (1).safetensors", "wide.safetensors"}
+    assert "duplicate" in skipped["smile (1).safetensors"] or "already" in skipped["smile (1).safetensors"]
