@@ -67,7 +67,7 @@ def build_networks(config: str):
 
 
 def measure(mode: str, E, frame: np.ndarray, frames: int, device: str, precision: str, cuda_graphs: bool,
-            warmup: int = 1, live_resolution: int | None = 256) -> dict:
+            warmup: int = 1, live_resolution: int | None = 256, landmarker=None) -> dict:
     """Run the effect in `mode` on `frames` frames (after `warmup` untimed ones); median per-stage ms.
 
     `live_resolution`: the size live mode renders G up to (None: full); paper mode always renders full size.
@@ -81,7 +81,7 @@ def measure(mode: str, E, frame: np.ndarray, frames: int, device: str, precision
     delta = torch.randn(E.num_ws, E.w_dim, generator=gen) * 0.1
     config = EffectConfig(device=device, precision=precision, mode=mode, max_faces=1, cuda_graphs=cuda_graphs,
                           profile=True, live_resolution=live_resolution)
-    effect = Effect(config, encoder=E, directions={"smile": delta})
+    effect = Effect(config, encoder=E, directions={"smile": delta}, landmarker_factory=landmarker)
     session = effect.new_session(controls=Controls(directions={"smile": 3.0}, paste_mode="residual"))
     per_stage = {s: [] for s in STAGES}
     totals = []
@@ -110,22 +110,35 @@ def measure(mode: str, E, frame: np.ndarray, frames: int, device: str, precision
             "total_ms": round(total, 2), "fps": round(1e3 / total, 3), "frames": frames, "warmup": warmup}
 
 
+def bench_frame(image: Path, landmarks: str):
+    """(frame, landmarker factory or None): the photo in a 640x480 frame; "clip" replays its known landmarks
+    (`stream.clips`, for machines without MediaPipe) instead of detecting them on every frame."""
+    if landmarks == "clip":
+        from stream.clips import clip_with_landmarks  # noqa: PLC0415
+
+        (frame,), factory = clip_with_landmarks(1, size=(480, 640), face_height=288, amplitude=0.0, photo=image)
+        return frame, factory
+    return face_frame(image), None
+
+
 def run(config: str = "full", image: Path = DEFAULT_IMAGE, frames: int | None = None, device: str = "auto",
-        precision: str = "auto", cuda_graphs: bool = True, warmup: int = 1) -> dict:
+        precision: str = "auto", cuda_graphs: bool = True, warmup: int = 1, landmarks: str = "mediapipe") -> dict:
     import torch  # noqa: PLC0415
 
     from engine.runtime import resolve_device  # noqa: PLC0415
 
     dev = resolve_device(device)
     frames = frames or (30 if dev.type == "cuda" else 2)
-    frame = face_frame(Path(image))
+    frame, landmarker = bench_frame(Path(image), landmarks)
     G, E = build_networks(config)
-    paper = measure("paper", E, frame, frames, str(dev), "fp32", False, warmup)
-    live = measure("live", E, frame, frames, str(dev), precision, cuda_graphs, warmup)
-    live_full = measure("live", E, frame, frames, str(dev), precision, cuda_graphs, warmup, live_resolution=None)
+    paper = measure("paper", E, frame, frames, str(dev), "fp32", False, warmup, landmarker=landmarker)
+    live = measure("live", E, frame, frames, str(dev), precision, cuda_graphs, warmup, landmarker=landmarker)
+    live_full = measure("live", E, frame, frames, str(dev), precision, cuda_graphs, warmup, live_resolution=None,
+                        landmarker=landmarker)
     return {
         "benchmark": "stream.bench",
         "config": config,
+        "landmarks": landmarks,
         "resolution": G.resolution,
         "frame": list(frame.shape),
         "device": str(dev),
@@ -168,7 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                    help="live mode precision (paper mode is always fp32)")
-    p.add_argument("--no-cuda-graphs", action="store_true")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="live mode eager on CUDA (default: CUDA graphs)")
+    p.add_argument("--landmarks", choices=("mediapipe", "clip"), default="mediapipe",
+                   help="mediapipe: detect every frame; clip: replay the photo's known landmarks (no MediaPipe "
+                        "needed: $MICROMOTION_FACE_LANDMARKS, see python -m stream.clips)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -177,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = run(args.config, Path(args.image), args.frames, args.device, args.precision,
-                     not args.no_cuda_graphs, max(0, args.warmup))
+                     not args.no_cuda_graphs, max(0, args.warmup), args.landmarks)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -42,15 +42,19 @@ def build(config: str, directions: int = 4):
     return G, E, deltas
 
 
-def camera_frames(n: int, size: tuple[int, int]) -> list[np.ndarray]:
-    """One loop of the moving face (`n` frames at 30 fps), shared by every camera at its own phase."""
-    from stream.clips import moving_face_clip  # noqa: PLC0415
+def camera_frames(n: int, size: tuple[int, int], landmarks: str = "mediapipe"):
+    """(frames, landmarker_factory): one loop of the moving face (`n` frames at 30 fps), shared by every camera at
+    its own phase; the factory is None (MediaPipe per frame) or replays the clip's known landmarks ("clip")."""
+    from stream.clips import clip_with_landmarks, moving_face_clip  # noqa: PLC0415
 
-    return list(moving_face_clip(n_frames=n, size=size, face_height=int(size[0] * 0.6)))
+    face_height = int(size[0] * 0.6)
+    if landmarks == "clip":
+        return clip_with_landmarks(n, size, face_height)
+    return list(moving_face_clip(n_frames=n, size=size, face_height=face_height)), None
 
 
 def run_once(E, deltas, frames: list, streams: int, batched: bool, seconds: float, warmup_s: float,
-             device: str, max_batch: int, gather_ms: float, staleness_ms: float | None) -> dict:
+             device: str, max_batch: int, gather_ms: float, staleness_ms: float | None, landmarker=None) -> dict:
     """One configuration: `streams` cameras for `seconds` (after `warmup_s`), batched or one at a time."""
     from stream.controls import Controls  # noqa: PLC0415
     from stream.driver import FrameDriver  # noqa: PLC0415
@@ -59,7 +63,7 @@ def run_once(E, deltas, frames: list, streams: int, batched: bool, seconds: floa
 
     config = EffectConfig(device=device, max_faces=1, gather_ms=gather_ms, staleness_ms=staleness_ms,
                           max_batch=max_batch if batched else 1)
-    effect = Effect(config, encoder=copy.deepcopy(E), directions=deltas, batching=True)
+    effect = Effect(config, encoder=copy.deepcopy(E), directions=deltas, batching=True, landmarker_factory=landmarker)
     names = list(deltas)
     sessions = [effect.new_session(controls=Controls(directions={names[i % len(names)]: 2.0 + i}))
                 for i in range(streams)]
@@ -120,7 +124,8 @@ def _result(streams, batched, seconds, start, end, drivers, sessions, bound_ms) 
             "errors": sum(s.errors.total for s in sessions) + end["backend"]["errors"]}
 
 
-def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, seconds: float = 3.0) -> dict:
+def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, seconds: float = 3.0,
+             landmarker=None) -> dict:
     """TL-ID / TG-ID / warping error (stream.report) of one camera's live output against the frames it was fed."""
     from stream.controls import Controls  # noqa: PLC0415
     from stream.driver import FrameDriver  # noqa: PLC0415
@@ -129,7 +134,7 @@ def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, s
     from stream.report import video_report  # noqa: PLC0415
 
     effect = Effect(EffectConfig(device=device, max_faces=1, staleness_ms=staleness_ms), encoder=copy.deepcopy(E),
-                    directions=deltas, batching=True)
+                    directions=deltas, batching=True, landmarker_factory=landmarker)
     session = effect.new_session(controls=Controls(directions={next(iter(deltas)): 3.0}))
     pairs: list = []
     driver = FrameDriver(session, on_output=lambda f, info: pairs.append((info["meta"], f.copy()))).start()
@@ -148,26 +153,27 @@ def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, s
 
 
 def run(streams: Sequence[int], config: str, seconds: float, warmup_s: float, device: str, max_batch: int,
-        gather_ms: float, staleness_ms: float | None, size: tuple[int, int], with_report: bool = True) -> dict:
+        gather_ms: float, staleness_ms: float | None, size: tuple[int, int], with_report: bool = True,
+        landmarks: str = "mediapipe") -> dict:
     import torch  # noqa: PLC0415
 
     from engine.runtime import resolve_device  # noqa: PLC0415
 
     dev = str(resolve_device(device))
     G, E, deltas = build(config)
-    frames = camera_frames(90, size)
+    frames, landmarker = camera_frames(90, size, landmarks)
     runs = []
     for n in streams:
         for batched in (False, True):
             row = run_once(E, deltas, frames, n, batched, seconds, warmup_s, dev, max_batch, gather_ms,
-                           staleness_ms)
+                           staleness_ms, landmarker)
             runs.append(row)
             print(_line(row), flush=True)
-    consistency = temporal(E, deltas, frames, dev, staleness_ms) if with_report else None
+    consistency = temporal(E, deltas, frames, dev, staleness_ms, landmarker=landmarker) if with_report else None
     return {"temporal": consistency,"benchmark": "stream.bench_streams", "config": config, "resolution": G.resolution, "device": dev,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "frame": [size[1], size[0]],
             "seconds": seconds, "warmup_s": warmup_s, "max_batch": max_batch, "gather_ms": gather_ms,
-            "camera_fps": FPS, "runs": runs, "batched_over_single": _ratios(runs)}
+            "camera_fps": FPS, "landmarks": landmarks, "runs": runs, "batched_over_single": _ratios(runs)}
 
 
 def _ratios(runs: list) -> dict:
@@ -212,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--gather-ms", type=float, default=4.0, help="gather window (default 4)")
     p.add_argument("--staleness-ms", type=float, default=None, help="staleness bound (default: the device's)")
     p.add_argument("--size", default="640x480", help="camera frame size WxH (default 640x480)")
+    p.add_argument("--landmarks", choices=("mediapipe", "clip"), default="mediapipe",
+                   help="mediapipe: detect every frame (the real cost); clip: replay the clip's known landmarks "
+                        "(machines without MediaPipe, e.g. the GPU check; $MICROMOTION_FACE_LANDMARKS)")
     p.add_argument("--no-report", action="store_true",
                    help="skip the temporal-consistency measurement of one live camera (stream.report)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -227,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'streams':>7} {'mode':>8} {'edits/s':>10} {'out fps':>9} {'min fps':>8} {'p95 ms':>9} {'batch':>6} "
           f"{'max age ms':>10} {'edited':>7}", flush=True)
     result = run(streams, args.config, args.seconds, args.warmup, args.device, args.max_batch, args.gather_ms,
-                 args.staleness_ms, (h, w), with_report=not args.no_report)
+                 args.staleness_ms, (h, w), with_report=not args.no_report, landmarks=args.landmarks)
     report(format_table(result), result, args.json)
     return 0
 
