@@ -236,3 +236,25 @@ def test_inline_backend_reports_through_the_future():
     with pytest.raises(RuntimeError, match="breaks the network"):
         future.result()
     assert backend.stats()["errors"] == 1
+
+
+def test_padding_to_a_bucket_leaves_each_face_its_own_edit(nets):
+    """On CUDA a pass of 3 faces runs as bucket 4 (the 4th row repeats the first); on CPU the same padding is forced
+    here: each face's edit, reconstruction and memory are those of the unpadded pass (float rounding only)."""
+    from stream.editor import FaceJob, bucket_size
+
+    G, E, deltas = nets
+    editor = Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas).editor
+    rng = np.random.default_rng(0)
+    k = len(editor.names)
+    jobs = [FaceJob(rng.integers(0, 255, (editor.crop_size,) * 2 + (3,), dtype=np.uint8),
+                    rng.normal(0, 2, k).astype(np.float32)) for _ in range(3)]
+    plain = editor.edit(jobs)
+    editor._graphs = True               # what CUDA graphs do: pad the batch to the bucket size
+    assert bucket_size(3) == 4 and editor._stack_jobs(jobs)[0].shape[0] == 4
+    padded = editor.edit(jobs)
+    assert len(padded) == 3
+    for a, b in zip(plain, padded):
+        assert np.abs(a.edit.astype(int) - b.edit.astype(int)).max() <= 1
+        assert np.abs(a.base.astype(int) - b.base.astype(int)).max() <= 1
+        assert np.allclose(a.memory.ws.numpy(), b.memory.ws.numpy(), atol=1e-4)
