@@ -1,5 +1,6 @@
-"""`python -m directions build|show|list|apply` — make, inspect and use micromotion directions.
+"""`python -m directions setup|build|show|list|apply|...` — make, inspect and use micromotion directions.
 
+    python -m directions setup                  # everything the live effect needs: networks + the paper's directions
     python -m directions build --name smile --text "a person with {} smile"      # see directions/build.py
     python -m directions build --name blink --video clip.mp4
     python -m directions show smile [--png smile.png]      # per-layer energy: table + bar plot
@@ -12,7 +13,8 @@
 
 `apply` renders G(V + α·t·ΔV) for t from 0 to 1 over the frames (the paper's offline micromotion video) and
 encodes it with PyAV (libx264, or mpeg4 where the FFmpeg build lacks it). The direction is checked against
-the generator (num_ws, w_dim, recorded sha256) before anything is rendered.
+the generator (num_ws, w_dim, recorded sha256) before anything is rendered; α has the bound of every door
+(|α| <= directions.alpha.MAX_ALPHA).
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import logging
 import sys
 from pathlib import Path
 
+from directions.alpha import MAX_ALPHA, check_alpha
+from directions.setup import SETUP_COMMAND
 from engine.__main__ import UserError as EngineUserError, images_to_uint8, read_latent
 
 log = logging.getLogger("directions")
@@ -194,7 +198,10 @@ def cmd_list(args) -> int:
     folder = Path(args.dir) if args.dir else default_dir()
     found = load_folder(folder)
     if not found.directions and not found.skipped:
-        print(f"no directions in {folder}; make one with `python -m directions build --name NAME --text ...`")
+        where = f" --dir {folder}" if args.dir else ""
+        print(f"no directions in {folder}; install the paper's five with `python -m directions install-official"
+              f"{where}` (`{SETUP_COMMAND}` also fetches the networks), or make one with "
+              f"`python -m directions build --name NAME --text TEMPLATE`")
         return 0
     print(f"{folder}:")
     print(f"{'name':<16} {'layers':>6} {'w_dim':>5} {'|delta|':>9}  {'method':<9} {'alpha':<13} file")
@@ -215,6 +222,7 @@ def cmd_apply(args) -> int:
 
     if args.frames < 1 or args.batch < 1 or args.fps <= 0:
         raise UserError("--frames, --batch and --fps must be positive")
+    check_alpha(args.alpha, "--alpha")  # the bound of every door; before anything is loaded
     direction = _resolve_direction(args.direction, args.dir)  # fail before loading any model
     latent = _read_latent(args.latent)
     G = engine.load_generator(args.generator, device=resolve_device(args.device))
@@ -234,6 +242,12 @@ def cmd_build(args) -> int:
     if getattr(args, "video", None) is not None or getattr(args, "frames_dir", None) is not None:
         from stream.face.clip import aligned_crops_from_source as align_source  # noqa: PLC0415 (entry point)
     return build.run(args, align_source=align_source)
+
+
+def cmd_setup(args) -> int:
+    from directions import setup  # noqa: PLC0415
+
+    return setup.run(args)
 
 
 def cmd_install_official(args) -> int:
@@ -365,7 +379,18 @@ def make_parser(argv=None) -> argparse.ArgumentParser:
     """The CLI parser. `build`'s options come from directions.build, imported only when `build` is asked for."""
     parser = argparse.ArgumentParser(prog="python -m directions", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("setup", help="fetch everything the live effect needs: the default networks and the "
+                                     "paper's five directions (skips what is installed)",
+                       description="download the default networks (engine.weights DEFAULT_NAMES, ~2.3 GB, "
+                                   "resumable) and install the paper's five official directions; what is "
+                                   "installed is skipped; each failure says its cause and fix "
+                                   "(directions/setup.py). Exit 0 ready, 1 something failed or is missing.")
+    from directions import setup  # noqa: PLC0415 (standard library only at import)
+
+    setup.add_arguments(p)
+    p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("build", help="anchors (text or video) → RPCA → direction file",
                        description="anchors (text or video) → RPCA → direction file (directions/build.py)")
@@ -395,12 +420,15 @@ def make_parser(argv=None) -> argparse.ArgumentParser:
     p = sub.add_parser("apply", help="render the micromotion video G(V + α·t·ΔV), t in [0, 1]")
     p.add_argument("--latent", required=True, help="W+ code .npy/.npz: [num_ws, w_dim], [1, num_ws, w_dim] or [w_dim]")
     p.add_argument("--direction", required=True, help="direction file or name (looked up in --dir)")
-    p.add_argument("--alpha", type=float, default=5.0, help="strength α (official default scale 5)")
-    p.add_argument("--frames", type=int, default=100, help="number of frames (t = 0 … 1)")
+    p.add_argument("--alpha", type=float, default=5.0,
+                   help=f"strength α, |α| <= {MAX_ALPHA:g} (default 5: the official scale; the file's suggested "
+                        f"range: `python -m directions list`)")
+    p.add_argument("--frames", type=int, default=100, help="number of frames, t = 0 … 1 (default 100)")
     p.add_argument("--out", required=True, help="output video, e.g. clip.mp4")
-    p.add_argument("--generator", default="stylegan2-ffhq", help="generator weights name or path")
-    p.add_argument("--fps", type=float, default=25.0, help="frames per second")
-    p.add_argument("--batch", type=int, default=8, help="frames rendered per generator call")
+    p.add_argument("--generator", default="stylegan2-ffhq",
+                   help="generator weights name or path (default stylegan2-ffhq)")
+    p.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
+    p.add_argument("--batch", type=int, default=8, help="frames rendered per generator call (default 8)")
     p.add_argument("--codec", choices=CODECS, default=None, help="video encoder (default: first available)")
     p.add_argument("--device", default=None, help="cpu | cuda[:N] (default: cuda when available)")
     p.add_argument("--dir", help="folder to look direction names up in (default $MICROMOTION_HOME/directions)")

@@ -136,7 +136,8 @@ def print_tables(recovery: list[dict], batching: list[dict]) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m directions.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500, help="matrix size of the recovery benchmark (Candès: 500)")
-    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
+    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"],
+                        help="RPCA precisions to measure (default both)")
     parser.add_argument("--schedules", nargs="+", default=["fixed", "lin"], choices=["fixed", "lin"],
                         help="μ schedules to compare in (a): fixed (reference) and Lin et al.'s continuation")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats in (b) (median reported)")

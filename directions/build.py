@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from directions.alpha import MAX_ALPHA, check_alpha
+
 log = logging.getLogger(__name__)
 
 TEXT_ALPHA_RANGE = (0.0, 8.0)    # official custom mode renders scale 8 (pregen directions: 5)
@@ -68,10 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--method", choices=("rpca", "pca", "none"), default="rpca", help="decomposition")
     d.add_argument("--lmbda", type=float, default=None, help="RPCA sparsity weight (default 1/sqrt(max(K, w_dim)))")
     d.add_argument("--alpha-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                   help=f"suggested strength range (default text {TEXT_ALPHA_RANGE}, video {VIDEO_ALPHA_RANGE})")
+                   help=f"suggested strength range, the UIs' slider hint, within ±{MAX_ALPHA:g} (default text "
+                        f"{TEXT_ALPHA_RANGE}, video {VIDEO_ALPHA_RANGE})")
     d.add_argument("--out", metavar="FILE", default=None, help="output .safetensors (default: <directions dir>/NAME)")
     d.add_argument("--force", action="store_true", help="overwrite an existing output file")
     d.add_argument("--device", default=None, help="cpu | cuda[:N] (default: cuda when available)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,24 +135,43 @@ def _text_anchors(args, G, device, bar):
 
 def _video_anchors(args, G, device, align_source):
     import engine  # noqa: PLC0415
-    from directions.video import anchor_video, select_frames  # noqa: PLC0415
+    from directions.video import select_frames  # noqa: PLC0415
 
+    log.info("loading encoder %s", args.encoder)
     E = engine.load_encoder(args.encoder, device=device)
     if (E.num_ws, E.w_dim) != (G.num_ws, G.w_dim):
         raise ValueError(f"encoder {args.encoder} makes W+ [{E.num_ws}, {E.w_dim}] but generator {args.generator} "
                          f"takes [{G.num_ws}, {G.w_dim}]; pass an encoder trained for this generator")
     source = args.video or args.frames_dir
     crops, labels = align_source(source, size=256, is_folder=args.frames_dir is not None,
-                                 max_frames=args.max_frames)
+                                 max_frames=args.max_frames, progress=not args.quiet)
     n = None if args.n_frames in (None, 0) else args.n_frames
+    if n is not None and n > len(crops):
+        log.warning("asked for %d frames but only %d have a face; using all %d", n, len(crops), len(crops))
     idx = select_frames(len(crops), n)
-    anchors = anchor_video(crops, E, n=n)
+    anchors = _invert(E, [crops[i] for i in idx], quiet=args.quiet)
     meta = dict(
         source="video" if args.video else "frames", clip=str(source), frames=[labels[i] for i in idx],
         frames_with_face=len(crops), encoder=str(args.encoder), encoder_kind=E.kind,
         encoder_sha256=getattr(E, "source_sha256", None),
     )
     return anchors, meta
+
+
+def _invert(E, crops, quiet: bool = False, chunk: int = 8):
+    """`anchor_video` of the chosen crops (all of them, in order), a few at a time under a progress bar:
+    [len(crops), num_ws, w_dim] float32."""
+    import torch  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from directions.video import anchor_video  # noqa: PLC0415
+
+    out = []
+    with tqdm(total=len(crops), desc="invert", unit="frame", disable=quiet) as bar:
+        for s in range(0, len(crops), chunk):
+            out.append(anchor_video(crops[s:s + chunk], E, n=None, batch_size=chunk))
+            bar.update(len(crops[s:s + chunk]))
+    return torch.cat(out)
 
 
 def _preflight(args, format_prompts) -> None:
@@ -175,13 +198,15 @@ def _preflight(args, format_prompts) -> None:
         raise FileNotFoundError(f"frames folder {args.frames_dir} does not exist; pass a folder of images")
     if args.n_frames is not None and args.n_frames < 0:
         raise ValueError(f"--n-frames must be >= 0 (0: all frames), got {args.n_frames}")
+    for value in args.alpha_range or ():
+        check_alpha(value, "--alpha-range")
 
 
 def run(args: argparse.Namespace, align_source=None) -> int:
     """Build and save one direction; prints the output path. Returns the exit status.
 
-    align_source: (path, size, is_folder, max_frames) -> (crops uint8 [size, size, 3] BGR list, labels), the
-    face aligner for --video / --frames-dir; the entry point (`python -m directions`) passes
+    align_source: (path, size, is_folder, max_frames, progress) -> (crops uint8 [size, size, 3] BGR list,
+    labels), the face aligner for --video / --frames-dir; the entry point (`python -m directions`) passes
     `stream.face.clip.aligned_crops_from_source` (directions itself never imports stream).
     """
     import torch  # noqa: PLC0415
@@ -202,11 +227,13 @@ def run(args: argparse.Namespace, align_source=None) -> int:
 
     device = resolve_device(args.device)
     t0 = time.perf_counter()
+    log.info("loading generator %s on %s", args.generator, device)
     G = engine.load_generator(args.generator, device=device)
     if args.text is not None:
         b = _batch(args)
         per_run = args.steps * (1 if b is True else math.ceil(len(args.degrees) / b))
-        with tqdm(total=per_run * args.identities, desc=f"anchor '{args.name}'", unit="step") as bar:
+        with tqdm(total=per_run * args.identities, desc=f"anchor '{args.name}'", unit="step",
+                  disable=args.quiet) as bar:
             anchors, meta = _text_anchors(args, G, device, bar)
     else:
         if align_source is None:

@@ -233,6 +233,10 @@ def run_eval(args, photo_latents: Optional[PhotoLatents] = None) -> int:
 
     if args.faces < 1 or args.batch < 1:
         raise ValueError("--faces and --batch must be >= 1")
+    from directions.alpha import check_alpha  # noqa: PLC0415 (the bound of every door)
+
+    for alpha in [*args.alphas, *([args.matrix_alpha] if args.matrix_alpha is not None else [])]:
+        check_alpha(alpha, "--alphas / --matrix-alpha")
     progress = not args.quiet
     device = str(resolve_device(args.device))
     G = engine.load_generator(args.generator, device=device)

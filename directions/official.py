@@ -4,6 +4,8 @@
     python -m directions install-official smile headsTurn --dir DIR
     python -m directions install-official --base-url http://mirror/pregen_latents     # fetches BASE/<name>/d_latent
 
+(`python -m directions setup` runs this and fetches the default networks too: the one command the doors show.)
+
 The official repository (wuqiuche/micromotion-styleGAN, pinned commit in :mod:`engine.weights`) ships five
 precomputed W+ directions as ``pregen_latents/<name>/d_latent`` (``torch.save`` of a [1, 18, 512] float32
 tensor). Each file is downloaded through :func:`engine.weights.download` (resumable, sha256 checked against the
@@ -102,21 +104,36 @@ def _meta(name: str, url: str, sha256: str, delta) -> dict:
     )
 
 
-def _fetch(name: str, base_url: Optional[str], progress: bool) -> tuple[Path, str, str]:
+def _fetch(name: str, base_url: Optional[str], progress: bool,
+           weights_base_url: Optional[str] = None) -> tuple[Path, str, str]:
     """Download (or reuse) the official file of `name` → (cached path, url, sha256), hash checked.
 
-    Raises engine.weights.HashMismatchError / DownloadError (nothing is kept on a bad hash).
+    base_url: a pregen_latents mirror (BASE/<name>/d_latent); weights_base_url: a weights mirror (BASE/<weights
+    file name>, as `engine.weights --base-url`). Raises engine.weights.HashMismatchError / DownloadError (nothing is
+    kept on a bad hash).
     """
     from engine import weights  # noqa: PLC0415
 
     wname = weights_name(name)
     expected = weights.entry(wname).sha256
     url = source_url(name, base_url)
-    res = weights.download(wname, url=url if base_url else None, progress=progress)
+    fetch = dict(url=url if base_url else None, base_url=weights_base_url, progress=progress)
+    res = weights.download(wname, **fetch)
     if res.status == "present" and weights.sha256_file(res.path) != expected:
         log.warning("cached %s does not have the pinned sha256; downloading it again", res.path)
-        res = weights.download(wname, url=url if base_url else None, progress=progress, force=True)
+        res = weights.download(wname, force=True, **fetch)
     return res.path, url, expected
+
+
+def user_files(names: Optional[Iterable[str]] = None, folder: Union[str, Path, None] = None) -> dict[str, Path]:
+    """{official name: file} of the files in `folder` that have an official direction's file name but are not
+    official directions (the user's own builds); `install` refuses to overwrite them without `force`."""
+    from directions import files  # noqa: PLC0415
+
+    folder = Path(folder).expanduser() if folder is not None else files.default_dir()
+    wanted = dict.fromkeys(canonical_name(n) for n in (names or OFFICIAL_NAMES))
+    paths = {name: folder / f"{name}.safetensors" for name in wanted}
+    return {name: p for name, p in paths.items() if p.exists() and not _is_official(p)}
 
 
 def _is_official(path: Path) -> bool:
@@ -134,9 +151,11 @@ def install(
     base_url: Optional[str] = None,
     progress: bool = True,
     force: bool = False,
+    weights_base_url: Optional[str] = None,
 ) -> list[Installed]:
     """Download, check and write the official directions; see :func:`install_official` (this one also says what
-    happened to each file)."""
+    happened to each file). weights_base_url: a weights mirror holding ``BASE/<weights file name>`` (what
+    ``python -m directions setup --base-url`` and ``$MICROMOTION_WEIGHTS_BASE_URL`` give)."""
     import torch  # noqa: PLC0415
 
     from directions import files  # noqa: PLC0415
@@ -156,7 +175,7 @@ def install(
     # Fetch and check every file first, so a bad download writes nothing at all.
     loaded = {}
     for name in wanted:
-        path, url, sha256 = _fetch(name, base_url, progress)
+        path, url, sha256 = _fetch(name, base_url, progress, weights_base_url)
         d = files.load(path)
         if d.num_ws != NUM_WS or d.w_dim != W_DIM:
             raise files.DirectionError(

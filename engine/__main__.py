@@ -185,8 +185,10 @@ def cmd_invert(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n\n")[0],
+                                epilog="weights: `python -m engine.weights list|download|verify`; exit status 0 ok, "
+                                       "1 bad input (one line on stderr), 2 usage")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     r = sub.add_parser("render", help="render a W+ latent (.npy) to an image",
                        description="Render W+ latents with a StyleGAN2 generator (fixed noise, deterministic).")
@@ -195,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latent .npy/.npz: [num_ws, w_dim], [1, num_ws, w_dim], [N, num_ws, w_dim] or one w [w_dim] "
                         "(broadcast to all num_ws entries)")
     r.add_argument("--out", required=True, help="output image (.png/.jpg); N>1 latents write OUT_000.png, ...")
-    r.add_argument("--truncation", type=float, default=1.0, help="psi: move W+ toward latent_avg (1 = none)")
-    r.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    r.add_argument("--truncation", type=float, default=1.0, help="psi: move W+ toward latent_avg (default 1 = none)")
+    r.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
 
     i = sub.add_parser(
         "invert", help="encode a face image into a W+ latent (.npy)",
@@ -210,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--iters", type=int, default=None,
                    help="ReStyle iterations (default: the checkpoint's n_iters_per_batch); pSp/e4e take 1")
     i.add_argument("--recon", default=None, help="also write the decoder's reconstruction to this image file")
-    i.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    i.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     return p
 
 

@@ -131,9 +131,9 @@ def report(table: str, result: dict, json_path: str | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda[:N]")
     p.add_argument("--reps", type=int, default=None, help="timed runs per row (default 20 CUDA, 3 CPU)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1, help="images per network call (default 1)")
     p.add_argument("--small", action="store_true", help="small configs (G 256, narrow encoders)")
     p.add_argument("--bf16", action="store_true", help="also measure bf16 on CUDA")
     p.add_argument("--encoders", default=",".join(ENCODER_KINDS), help="comma-separated encoder kinds")

@@ -748,6 +748,9 @@ def _cmd_download(args, out) -> int:
                   f"{res.sha256} was recorded in {_hashes_path()} and `verify` checks it from now on", file=out)
         else:
             print(f"{name}: downloaded to {res.path}; sha256 matches the {res.hash_origin} hash", file=out)
+    if args.default and not failed:
+        print("networks ready. The live effect also needs directions: `python -m directions setup` fetches "
+              "them (and skips these networks)", file=out)
     return 1 if failed else 0
 
 
@@ -783,12 +786,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m engine.weights",
         description=f"List, download and verify the pretrained weights (cache: ${ENV_HOME}/weights, "
                     f"default ~/.cache/micromotion/weights).",
+        epilog="The live effect needs the default networks AND the paper's directions: "
+               "`python -m directions setup` fetches both in one go (what is installed is skipped).",
     )
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     ls = sub.add_parser("list", help="show every known file, whether it is present, and its hash status")
     ls.add_argument("--long", action="store_true", help="also show URL, source README, licence and size notes")
     d = sub.add_parser("download", help="download files (resumable; sha256 checked or recorded)")
-    d.add_argument("names", nargs="*", metavar="NAME")
+    d.add_argument("names", nargs="*", metavar="NAME", help="manifest names to download (see `list`)")
     d.add_argument("--default", action="store_true", help=f"the generator and default encoders: {', '.join(DEFAULT_NAMES)}")
     d.add_argument("--all", action="store_true", help="every file in the manifest")
     d.add_argument("--base-url", default=None, help=f"fetch BASE/<filename> instead of the official URL (also ${ENV_BASE_URL})")

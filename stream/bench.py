@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image", default=str(DEFAULT_IMAGE), help="face photo placed in a 640x480 frame")
     p.add_argument("--frames", type=int, default=None, help="timed frames per mode (default 30 CUDA, 2 CPU)")
     p.add_argument("--warmup", type=int, default=1, help="untimed frames per mode first (default 1)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda[:N]")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                    help="live mode precision (paper mode is always fp32)")
     p.add_argument("--no-cuda-graphs", action="store_true", help="live mode eager on CUDA (default: CUDA graphs)")

@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="small: G 256 + a narrow encoder; full: StyleGAN2 1024 + IR-SE50 ReStyle-pSp")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run (default 10)")
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first (default 3)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda[:N]")
     p.add_argument("--max-batch", type=int, default=8, help="batched runs: most faces per pass (default 8)")
     p.add_argument("--gather-ms", type=float, default=4.0, help="gather window (default 4)")
     p.add_argument("--staleness-ms", type=float, default=None, help="staleness bound (default: the device's)")

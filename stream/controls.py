@@ -12,9 +12,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from directions.alpha import MAX_ALPHA  # the one alpha bound of every door (directions/alpha.py)
 from directions.files import did_you_mean
 
-MAX_ALPHA = 100.0        # |alpha| above this is refused as a typo in every door (the paper uses up to ~5-10)
 PASTE_MODES = ("residual", "replace")
 
 

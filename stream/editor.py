@@ -65,7 +65,7 @@ class EditorInfo:
     """What front ends need to know of an editor (picklable: it travels to remote front ends)."""
 
     available: bool                   # False: a stand-in without networks (see `state`, `notice`)
-    state: str                        # "ready" | "networks_missing" | "tracking_only"
+    state: str                        # "ready" | "directions_missing" | "networks_missing" | "tracking_only" | "demo"
     notice: str | None                # one line for the user when something is missing or limited
     command: str | None               # the command that fixes `state` (None when ready)
     mode: str                         # "live" | "paper"

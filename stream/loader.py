@@ -5,7 +5,11 @@
   `load_editor` answers with a stand-in instead of failing, so every door still starts and shows the command;
 * directions: the names in `config.directions` (a name that cannot be used is an error: the user asked for it), or
   every file in the directions folder (a file that cannot be used is skipped, named in `info.skipped_directions`
-  with the reason, and logged).
+  with the reason, and logged). An editor left with no direction says so: `info.state` "directions_missing", a
+  notice and the command.
+
+`SETUP_COMMAND` (`python -m directions setup`: the default networks + the paper's directions, skipping what is
+installed) is the ONE command every door shows for both missing states; `DOWNLOAD_COMMAND` is the same constant.
 """
 from __future__ import annotations
 
@@ -13,13 +17,15 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from directions.setup import SETUP_COMMAND
 from engine.weights import MissingWeightsError
 from stream.editor import Editor, EditorStandin
 from stream.options import EffectConfig
+from stream.status import DIRECTIONS_MISSING
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_COMMAND = "python -m engine.weights download --default"
+DOWNLOAD_COMMAND = SETUP_COMMAND  # the name doors used before there was one setup command: the same constant
 
 
 class WeightsMissing(MissingWeightsError):
@@ -32,9 +38,9 @@ class WeightsMissing(MissingWeightsError):
         FileNotFoundError.__init__(self, what)
         self.what = what
         self.cause = cause
-        self.command = DOWNLOAD_COMMAND
+        self.command = SETUP_COMMAND
         self.message = (f"network weights are not installed{f' ({what})' if what else ''}; "
-                        f"fetch them with: {DOWNLOAD_COMMAND}")
+                        f"fetch them (and the directions) with: {SETUP_COMMAND}")
 
     def __str__(self) -> str:
         return self.message
@@ -60,9 +66,9 @@ def load_editor(config: EffectConfig | None = None, *,
         return build_editor(config, generator=generator, encoder=encoder, directions=directions)
     except WeightsMissing as exc:
         log.warning("%s -- running face tracking only", exc)
-        return EditorStandin("networks_missing", f"No weights installed: face tracking only. Fetch them with "
-                             f"`{exc.command}` and restart.", command=exc.command,
-                             crop_size=config.paste_size or 256, mode=config.mode)
+        return EditorStandin("networks_missing", f"No network weights installed ({exc.what}): face tracking only. "
+                             f"Fetch networks and directions with `{exc.command}`, then restart.",
+                             command=exc.command, crop_size=config.paste_size or 256, mode=config.mode)
 
 
 def build_editor(config: EffectConfig, *, generator=None, encoder=None, directions=None) -> Editor:
@@ -78,9 +84,38 @@ def build_editor(config: EffectConfig, *, generator=None, encoder=None, directio
             G = load_network("generator", config.generator or "stylegan2-ffhq", device)
     skipped: list = []
     items = injected_directions(directions)
+    folder = None
     if items is None:
         items, skipped = load_direction_files(config, G)
-    return Editor(G, E, items, config, skipped_directions=skipped)
+        folder = directions_folder(config)
+    editor = Editor(G, E, items, config, skipped_directions=skipped)
+    if not items:
+        say_directions_missing(editor.info, skipped, folder)
+    return editor
+
+
+def directions_folder(config: EffectConfig) -> Path:
+    """The folder the directions are read from: `config.directions_dir`, else `$MICROMOTION_HOME/directions`."""
+    from directions import files  # noqa: PLC0415
+
+    return Path(config.directions_dir).expanduser() if config.directions_dir else Path(files.default_dir())
+
+
+def say_directions_missing(info, skipped: Sequence, folder: Path | None) -> None:
+    """Mark an editor that holds networks but no direction: state, one-line notice (why, and the fix), command."""
+    where = f" in {folder}" if folder is not None else ""
+    if skipped:
+        path, reason = skipped[0]
+        more = f"; {len(skipped) - 1} more in `python -m directions list`" if len(skipped) > 1 else ""
+        why = f"no direction file{where} fits these networks ({Path(path).name} skipped: {reason}{more})"
+    else:
+        why = f"no directions installed{where}"
+    info.state = DIRECTIONS_MISSING
+    info.command = SETUP_COMMAND
+    build = " (or make one for these networks with `python -m directions build`)" if skipped else ""
+    info.notice = (f"{why}: faces are reconstructed, not edited. Install the paper's directions with "
+                   f"`{SETUP_COMMAND}`{build}, then restart.")
+    log.warning("%s", info.notice)
 
 
 def load_network(what: str, name: str, device) -> Any:
@@ -100,7 +135,7 @@ def load_direction_files(config: EffectConfig, G) -> tuple[list, list]:
     be used (unreadable, made for another generator, a duplicate name) is skipped and reported."""
     from directions import files  # noqa: PLC0415
 
-    folder = Path(config.directions_dir).expanduser() if config.directions_dir else Path(files.default_dir())
+    folder = directions_folder(config)
     found = files.load_folder(folder, list(config.directions) or None, num_ws=G.num_ws, w_dim=G.w_dim,
                               generator_sha256=getattr(G, "source_sha256", None))
     items = [(d.name, d.delta, dict(d.meta or {})) for d in found.directions]

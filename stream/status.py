@@ -21,12 +21,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from directions.setup import SETUP_COMMAND
+
 RUNNING, WAITING, STALE = "running", "waiting", "stale"
 NO_FACE, FACE_TOO_SMALL, OFF, ERROR = "no_face", "face_too_small", "off", "error"
 NETWORKS_MISSING, TRACKING_ONLY, DIRECTIONS_MISSING = "networks_missing", "tracking_only", "directions_missing"
 STATES = (RUNNING, WAITING, STALE, NO_FACE, FACE_TOO_SMALL, OFF, ERROR, NETWORKS_MISSING, TRACKING_ONLY,
           DIRECTIONS_MISSING)
-DIRECTIONS_COMMAND = "python -m directions install-official"
+DIRECTIONS_COMMAND = SETUP_COMMAND  # the one command every door shows (stream.loader.DOWNLOAD_COMMAND is the same)
 
 
 @dataclass

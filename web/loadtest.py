@@ -281,11 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m web.loadtest", description=__doc__.splitlines()[0])
     p.add_argument("--url", help="a running server (default: start one on a free port)")
     p.add_argument("--face", required=True, help="face photo for the synthetic camera")
-    p.add_argument("--peers", type=int, default=4)
-    p.add_argument("--seconds", type=float, default=float(os.environ.get("MICROMOTION_LOAD_SECONDS", 10)))
+    p.add_argument("--peers", type=int, default=4, help="simultaneous synthetic browsers (default 4)")
+    p.add_argument("--seconds", type=float, default=float(os.environ.get("MICROMOTION_LOAD_SECONDS", 10)),
+                   help="how long they stream (default 10, or $MICROMOTION_LOAD_SECONDS)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--server-log", help="write the started server's log here")
-    p.add_argument("--client-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--client-only", action="store_true",
+                   help="internal: run only the synthetic browsers against --url (the load test's child process)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -56,7 +57,10 @@ def test_build_text_end_to_end(models, tmp_path, caplog, capsys):
 
     out = tmp_path / "smile.safetensors"
     assert build.main(text_argv(models, out, "--identities", "2", "--batch-size", "2")) == 0
-    assert str(out) in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert str(out) in captured.out
+    # issue 11: a progress bar while anchoring (2 identities x 4 steps x 2 chunks of prompts)
+    assert re.search(r"anchor 'smile': +100%.*16/16", captured.err), captured.err
     d = files.load(out)
     assert d.name == "smile"
     assert d.delta.shape == (models["num_ws"], models["w_dim"]) and torch.isfinite(d.delta).all()
@@ -93,7 +97,7 @@ def test_build_text_is_reproducible_and_matches_library(models, tmp_path):
     assert "lmbda" not in da.meta and da.meta["clip_normalize"] is False
 
 
-def test_build_video_end_to_end(models, tmp_path, faces_dir):
+def test_build_video_end_to_end(models, tmp_path, faces_dir, capsys):
     import cv2
 
     from directions import files
@@ -110,9 +114,23 @@ def test_build_video_end_to_end(models, tmp_path, faces_dir):
             "--generator", str(models["generator"]), "--n-frames", "3", "--rank", "2", "--out", str(out),
             "--device", "cpu"]
     assert build.main(argv) == 0
+    err = capsys.readouterr().err
+    # issue 11: progress bars while aligning the frames and inverting the chosen ones
+    assert re.search(r"align: +100%.*4/4", err) and re.search(r"invert: +100%.*3/3", err), err
     d = files.load(out)
     assert d.delta.shape == (models["num_ws"], models["w_dim"])
     assert d.meta["source"] == "frames" and d.meta["frames"] == ["000.png", "002.png", "003.png"]
+    # the same anchors as directions.video.anchor_video picks and inverts in one call
+    import engine
+    from directions.subspace import from_anchors
+    from directions.video import anchor_video
+    from stream.face.clip import aligned_crops_from_source
+
+    crops, _ = aligned_crops_from_source(frames_dir, size=256, is_folder=True, progress=False)
+    anchors = anchor_video(crops, engine.load_encoder(str(models["encoder"])), n=3)
+    torch.testing.assert_close(d.delta, from_anchors(anchors, rank=2, method="rpca"))
+    assert build.main(argv + ["--force", "-q"]) == 0
+    assert "align" not in capsys.readouterr().err  # --quiet: no bars
     assert d.meta["anchors"] == 3 and d.meta["encoder_kind"] == "e4e"
     assert d.meta["alpha_range"] == list(build.VIDEO_ALPHA_RANGE)
 

@@ -88,6 +88,17 @@ def test_list(official_directions_dir, tmp_path, capsys):
     assert "no directions in" in capsys.readouterr().out
 
 
+def test_list_of_an_empty_folder_says_how_to_get_directions(tmp_path, monkeypatch, capsys):
+    """Issue 11: it suggested only `build --text`, not the paper's directions."""
+    monkeypatch.setenv("MICROMOTION_HOME", str(tmp_path / "home"))
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "`python -m directions install-official`" in out and "`python -m directions setup`" in out
+    assert "python -m directions build" in out
+    assert cli.main(["list", "--dir", str(tmp_path / "mine")]) == 0
+    assert f"`python -m directions install-official --dir {tmp_path / 'mine'}`" in capsys.readouterr().out
+
+
 def test_list_survives_malformed_metadata_and_names_a_duplicate(tmp_path, capsys):
     """Issue 15: alpha_range "ab" in a file's metadata stopped `directions list`; a copied file is named."""
     from safetensors.torch import save_file
@@ -156,6 +167,19 @@ def test_apply_writes_video_with_right_frame_count(tiny, tmp_path, capsys):
     err_same = np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, rendered)])
     err_shift = np.abs(frames[0].astype(int) - rendered[-1].astype(int)).mean()
     assert err_same < 0.5 * err_shift, (err_same, err_shift)
+
+
+def test_apply_shows_progress_and_suggests_a_close_name(tiny, tmp_path, capsys):
+    """Issue 11: a long `apply` prints a progress bar (on stderr) while it renders; a typo gets "did you mean"."""
+    base = ["apply", "--latent", str(tiny["root"] / "face.npy"), "--dir", str(tiny["root"] / "dirs"),
+            "--generator", str(tiny["ckpt"]), "--frames", "6", "--batch", "2", "--device", "cpu"]
+    assert cli.main(base + ["--direction", "wave", "--out", str(tmp_path / "a.mp4")]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"render: +100%.*6/6", err), err
+    assert cli.main(base + ["--direction", "wvae", "--out", str(tmp_path / "b.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "direction 'wvae' (did you mean 'wave'?) not found" in err and err.count("\n") == 1
+    assert not (tmp_path / "b.mp4").exists()
 
 
 @pytest.mark.parametrize("codec", ["libx264", "mpeg4"])

@@ -351,6 +351,7 @@ def test_cli_download_default_with_base_url_then_list_and_verify(home, server, c
     for name in weights.DEFAULT_NAMES:
         assert (home / "weights" / weights.MANIFEST[name].filename).read_bytes() == blobs[name]
         assert f"{name}: downloaded" in out
+    assert out.rstrip().endswith("`python -m directions setup` fetches them (and skips these networks)")  # issue 11
     assert weights.main(["list"]) == 0
     table = capsys.readouterr().out
     line = next(l for l in table.splitlines() if l.startswith("e4e-ffhq"))
