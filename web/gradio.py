@@ -1,6 +1,7 @@
 """`python -m web.gradio`: the Gradio app (photo, clip, webcam tabs) on http://127.0.0.1:7860.
 
-Weights missing → it still starts, in face-tracking-only mode, and shows the command that fetches them.
+Weights missing → it still starts, in face-tracking-only mode, and shows the command that fetches them; `--demo` runs
+the network-free TintEditor (faces tinted per direction) through the same tabs.
 """
 from __future__ import annotations
 
@@ -41,10 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if effect.notice:
-        logging.getLogger("web.gradio").warning("%s", effect.notice)
+    from web.gradio_status import effect_lines
+
+    for line in effect_lines(effect.info):   # what every tab also says: missing networks/directions, skipped files
+        logging.getLogger("web.gradio").warning("%s", line)
     limits = Limits(max_image_mb=args.max_image_mb, max_video_mb=args.max_video_mb, max_clip_s=args.max_clip_s)
-    app = build_app(effect, effect.notice, limits)
+    app = build_app(effect, limits=limits)
     app.queue(default_concurrency_limit=2).launch(
         server_name=args.host, server_port=args.port, max_file_size=f"{int(args.max_video_mb)}mb",
         ssl_certfile=args.cert, ssl_keyfile=args.key, ssl_verify=not args.cert,  # a self-signed --cert must not fail gradio's self-requests

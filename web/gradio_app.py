@@ -1,8 +1,14 @@
-"""The Gradio app: photo → micromotion clip, clip → edited clip with its audio, webcam → live edit.
+"""The Gradio app: photos → micromotion clips, clip → edited clip with its audio, webcam → live edit.
 
 The work lives in plain functions (testable without a browser): `check_image_upload`, `check_video_upload`,
-`micromotion_frames`, `render_image`, `edit_clip`, `WebcamSession`; `build_app` only wires them to Gradio components.
-All frames here are uint8 [H, W, 3] BGR except at the Gradio boundary (RGB).
+`micromotion_frames`, `render_image`, `edit_clip`, `WebcamSession`; `build_app` only wires them to Gradio components,
+with the words of `web.gradio_status` beside each output. All frames here are uint8 [H, W, 3] BGR except at the
+Gradio boundary (RGB).
+
+Every event is wired with `preprocess=False`: the handlers get Gradio's raw payloads (FileData dicts, numbers,
+strings) and check them here, so a bad upload gets this app's one-line message (never Gradio's "Could not preprocess
+input" with temporary paths), and α is bounded only by `stream.controls.MAX_ALPHA`, as in every door -- never by
+the range a slider happened to be built with (a direction's suggested range is a UI hint).
 """
 from __future__ import annotations
 
@@ -36,6 +42,11 @@ class Limits:
     max_pixels: int = 4096 * 4096    # largest photo / clip frame (width × height)
     max_frames: int = 18_000         # most frames in a clip (300 s at 60 fps)
     max_fps: float = 240.0           # highest average frame rate of a clip
+    max_photos: int = 8              # photos in one go
+    max_photo_frames: int = 48       # frames of one photo's micromotion (t = 0 → 1)
+    work_side: int = 1024            # photos are edited with their longest side at most this (larger: scaled down)
+    gif_side: int = 480              # longest side of a micromotion GIF
+    frame_side: int = 256            # longest side of each frame in the frames gallery
 
     def probe_limits(self, kind: str):
         """The `stream.probe.Limits` for a "photo" or a "clip" upload."""
@@ -56,6 +67,23 @@ def _upload_path(value) -> Path | None:
     if isinstance(value, dict):
         value = value.get("path")
     return Path(value) if value else None
+
+
+def upload_name(value) -> str:
+    """The file name a user gave an upload (Gradio's `orig_name`), else the file's own name; never a folder."""
+    if isinstance(value, dict) and value.get("orig_name"):
+        return Path(str(value["orig_name"])).name
+    path = _upload_path(value)
+    return path.name if path is not None else "?"
+
+
+def upload_list(value) -> list:
+    """The uploads of a multi-file input: [] for none, a single upload as a list of one."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if v]
+    return [value]
 
 
 def check_image_upload(path, limits: Limits = Limits()) -> np.ndarray:
@@ -106,9 +134,13 @@ def check_video_upload(path, limits: Limits = Limits()) -> dict:
 # ------------------------------------------------------------------------------------------- effect
 
 
-def make_controls(effect, direction: str | None, alpha: float, **kw):
-    """Controls for one direction at strength α (no direction → no edit)."""
-    directions = {direction: float(alpha)} if direction else {}
+Progress = Callable[[float, str], Any]      # progress(fraction in [0, 1], text)
+
+
+def make_controls(effect, direction: str | None, alpha, **kw):
+    """Controls for one direction at strength α (no direction → no edit). ValueError (one line) for an unknown
+    direction or an α that is not a finite number within ±`stream.controls.MAX_ALPHA` -- the bound of every door."""
+    directions = {direction: alpha} if direction else {}
     return effect.parse_controls({"directions": directions, **kw})
 
 
@@ -123,35 +155,73 @@ def alpha_slider_for(effect, direction: str | None) -> dict:
     return {"minimum": h["min"], "maximum": h["max"], "step": h["step"], "value": h["default"]}
 
 
+def whole_number(what: str, value, lo: int, hi: int) -> int:
+    """`value` as an int in [lo, hi] (a raw API payload may be a float); one-line ValueError otherwise."""
+    from stream.controls import finite
+
+    number = finite(what, value, lo, hi)
+    if number != int(number):
+        raise ValueError(f"{what} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def fit_within(image: np.ndarray, side: int) -> np.ndarray:
+    """`image` (uint8 [H, W, 3]) scaled down so that its longest side is at most `side` (never up)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if max(h, w) <= side:
+        return image
+    k = side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class Micromotion:
+    """One photo's micromotion: frame i is V0 + α·t_i·ΔV, t_i = i / (n − 1)."""
+
+    frames: list        # n uint8 [H, W, 3] BGR frames
+    statuses: list      # n stream.status.FrameStatus, one per frame (no face, too small, running, ...)
+
+
 def micromotion_frames(effect, image_bgr: np.ndarray, direction: str | None, alpha: float,
-                       n_frames: int = 16, warmup: int = 5) -> list[np.ndarray]:
+                       n_frames: int = 16, warmup: int = 5, progress: Progress | None = None) -> Micromotion:
     """The paper's micromotion of one photo: frame i is V0 + α·t_i·ΔV with t_i = i / (n_frames − 1).
 
     One session throughout: `warmup` frames at t = 0 first let a ReStyle encoder converge on the still photo (its
     temporal mode refines the inversion frame after frame), then t sweeps 0 → 1, each frame with its own edit.
-    Returns `n_frames` uint8 [H, W, 3] BGR frames.
+    `progress(fraction, text)` is called after every frame (warm-up included).
     """
     if n_frames < 2:
         raise ValueError(f"n_frames must be at least 2, got {n_frames}")
+    steps = warmup + n_frames
     session = effect.new_session()
     try:
         session.set_controls(make_controls(effect, direction, alpha, t=0.0))
-        for _ in range(warmup):
+        for k in range(warmup):
             session.process(image_bgr, wait=True)
-        frames = []
+            if progress is not None:
+                progress((k + 1) / steps, f"settling the inversion {k + 1} of {warmup}")
+        frames, statuses = [], []
         for i in range(n_frames):
             session.set_controls(make_controls(effect, direction, alpha, t=i / (n_frames - 1)))
-            frames.append(np.array(session.process(image_bgr, wait=True).frame, copy=True))
-        return frames
+            out = session.process(image_bgr, wait=True)
+            frames.append(np.array(out.frame, copy=True))
+            statuses.append(out.status)
+            if progress is not None:
+                progress((warmup + i + 1) / steps, f"frame {i + 1} of {n_frames}")
+        return Micromotion(frames, statuses)
     finally:
         session.close()
 
 
 def write_gif(frames_bgr: list[np.ndarray], path, fps: float) -> Path:
-    """An endlessly looping GIF of the frames."""
+    """An endlessly looping GIF of the frames, each with its own 256-colour palette (fast octree quantization:
+    ~8× faster than PIL's default for the same look)."""
     from PIL import Image
 
-    images = [Image.fromarray(np.ascontiguousarray(f[..., ::-1])) for f in frames_bgr]
+    images = [Image.fromarray(np.ascontiguousarray(f[..., ::-1])).quantize(256, method=Image.Quantize.FASTOCTREE)
+              for f in frames_bgr]
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return Path(path)
 
@@ -166,39 +236,68 @@ def write_mp4(frames_bgr: list[np.ndarray], path, fps: float, audio_from=None) -
 
 
 def render_image(effect, image_path, direction: str | None, alpha: float, n_frames: int = 16,
-                 fps: float = 12.0, out_dir=None, limits: Limits = Limits(), warmup: int = 5) -> dict:
-    """Photo upload → {"video": mp4 path, "gif": gif path, "frames": [BGR frames]} (forth and back)."""
-    image = check_image_upload(image_path, limits)
-    frames = micromotion_frames(effect, image, direction, alpha, n_frames, warmup)
+                 fps: float = 12.0, out_dir=None, limits: Limits = Limits(), warmup: int = 5,
+                 progress: Progress | None = None) -> dict:
+    """Photo upload → its micromotion, forth and back, every output bounded by `limits`:
+
+    {"name": the upload's file name, "video": mp4 path (edited size), "gif": gif path (≤ gif_side),
+     "frames": [n BGR frames at the edited size (≤ work_side)], "thumbs": [n BGR frames ≤ frame_side],
+     "statuses": [n FrameStatus], "size": (w, h) edited, "resized": ((w, h) uploaded, (w, h) edited) | None,
+     "line": one line saying what happened (web.gradio_status.photo_line)}.
+
+    A photo larger than `limits.work_side` is edited scaled down to it. `progress(fraction, text)` follows the
+    frames, then the writing of the mp4 and GIF. UploadRefused for an upload that is not a photo it can take.
+    """
+    from web.gradio_status import photo_line
+
+    name = upload_name(image_path)
+    report = progress or (lambda fraction, text: None)
+    report(0.0, "reading the photo")
+    uploaded = check_image_upload(image_path, limits)
+    image = fit_within(uploaded, limits.work_side)
+    size = (image.shape[1], image.shape[0])
+    resized = ((uploaded.shape[1], uploaded.shape[0]), size) if image is not uploaded else None
+    del uploaded
+    motion = micromotion_frames(effect, image, direction, alpha, n_frames, warmup,
+                                progress=lambda f, text: report(0.9 * f, text))
     out = Path(out_dir or tempfile.mkdtemp(prefix="micromotion-"))
-    stem = f"micromotion-{uuid.uuid4().hex[:6]}"
-    forth_and_back = frames + frames[-2:0:-1]
+    stem = f"{Path(name).stem[:40]}-micromotion-{uuid.uuid4().hex[:6]}"
+    forth_and_back = motion.frames + motion.frames[-2:0:-1]
+    report(0.92, "writing the mp4")
     video = write_mp4(forth_and_back, out / f"{stem}.mp4", fps)
-    gif = write_gif(forth_and_back, out / f"{stem}.gif", fps)
-    return {"video": video, "gif": gif, "frames": frames}
+    report(0.96, "writing the GIF")
+    gif = write_gif([fit_within(f, limits.gif_side) for f in forth_and_back], out / f"{stem}.gif", fps)
+    report(1.0, "done")
+    return {"name": name, "video": video, "gif": gif, "frames": motion.frames,
+            "thumbs": [fit_within(f, limits.frame_side) for f in motion.frames], "statuses": motion.statuses,
+            "size": size, "resized": resized, "line": photo_line(name, motion.statuses, resized)}
 
 
-def edit_clip(effect, in_path, out_path, controls, progress: Callable[[float, str], Any] | None = None,
+def edit_clip(effect, in_path, out_path, controls, progress: Progress | None = None,
               limits: Limits = Limits()) -> dict:
     """Clip upload → edited clip at the same frame rate and size, with the input's audio (the CLI's file job,
     `stream.jobs.edit_file`). `progress(fraction, text)` is called as frames are done.
-    Returns {"path", "frames", "fps", "audio", "seconds", "edited", "no_face", "damage"}."""
+    Returns {"path", "frames", "fps", "audio", "seconds", "edited", "no_face", "states" ({state: frames}),
+    "damage" (one line about frames lost to damaged data, or None)}. UploadRefused (also while decoding: a clip
+    longer than its header said, or one of which no frame decodes) for a clip it cannot take."""
     from stream.jobs import edit_file
     from stream.sources import VideoFileSource
 
     info = check_video_upload(in_path, limits)
     total = info["frames"] or (int(info["duration_s"] * info["fps"]) if info["duration_s"] else None)
+    if progress is not None:
+        progress(0.0, "reading the clip" + (f" ({total} frames)" if total else ""))
 
     def on_frame(n: int) -> None:
-        if progress is not None and (n % 5 == 0 or n == total):
+        if progress is not None:
             progress(min(n / total, 1.0) if total else 0.0, f"frame {n}" + (f" of {total}" if total else ""))
 
-    with VideoFileSource(info["path"]) as source:
+    with VideoFileSource(info["path"], limits=limits.probe_limits("clip")) as source:
         result = edit_file(source, effect, controls, out_path, fps=source.fps or info["fps"], progress=False,
                            audio_from=info["path"] if info["audio"] else None, on_frame=on_frame)
     return {"path": Path(out_path), "frames": result.frames, "fps": info["fps"], "audio": info["audio"],
             "seconds": round(result.seconds, 2), "edited": result.edited, "no_face": result.no_face,
-            "damage": result.damage}
+            "states": dict(result.states), "damage": result.damage}
 
 
 class WebcamSession:
@@ -210,15 +309,16 @@ class WebcamSession:
         self.effect = effect
         self.session = effect.new_session()
         self.driver = FrameDriver(self.session).start()
-        self.status = None
+        self.status = None          # the last output's stream.status.FrameStatus (None before the first)
 
     def step(self, frame_rgb: np.ndarray | None, direction: str | None, alpha: float, animate: bool,
              period_s: float = 2.0, timeout_s: float = 5.0) -> np.ndarray | None:
-        """One webcam frame (RGB, as Gradio gives it) → the edited frame (RGB); None if no frame came out."""
+        """One webcam frame (RGB, as Gradio gives it) → the edited frame (RGB); None if no frame came out.
+        ValueError (one line) for controls no door accepts; nothing is pushed then."""
         if frame_rgb is None:
             return None
-        self.session.set_controls(make_controls(self.effect, direction, alpha, animate=bool(animate),
-                                                period_s=float(period_s)))
+        self.session.set_controls(make_controls(self.effect, direction, alpha, animate=animate,
+                                                period_s=period_s))
         self.driver.push(np.ascontiguousarray(frame_rgb[..., ::-1]))
         got = self.driver.get_output(timeout=timeout_s)
         if got is None:
@@ -226,6 +326,13 @@ class WebcamSession:
         out, info = got
         self.status = info["status"]
         return np.ascontiguousarray(out[..., ::-1])
+
+    @property
+    def line(self) -> str:
+        """The tab's status line: the live state and the edit's age (`web.gradio_status.webcam_line`)."""
+        from web.gradio_status import webcam_line
+
+        return webcam_line(self.status, self.effect.info)
 
     def close(self) -> None:
         if self.session is not None:
@@ -236,46 +343,93 @@ class WebcamSession:
 
 # ------------------------------------------------------------------------------------------- the app
 
+PHOTO_HINT = "Upload one or more face photos, pick a direction and press Render."
+CLIP_HINT = "Upload a clip with a face, pick a direction and press Edit clip."
+WEBCAM_HINT = "Waiting for the camera: click it, allow it and press record; the live state shows here."
+
+
+def one_line(exc: BaseException, what: str) -> str:
+    """The user's message for an exception met while serving `what`: the project's own one-line refusals as they
+    are; anything else only by its type (its text may hold temporary paths), the details go to the log."""
+    if isinstance(exc, ValueError):            # UploadRefused, controls, counts: written for users
+        from web.gradio_status import file_names_only
+
+        return file_names_only(str(exc))
+    if isinstance(exc, FileNotFoundError):     # a file that vanished between upload and use: paths stay private
+        return f"the {what} was not received; upload it again"
+    log.error("%s failed", what, exc_info=exc)
+    return f"the {what} could not be processed ({type(exc).__name__}); the server log has the details"
+
 
 def build_app(effect, notice: str | None = None, limits: Limits = Limits()):
-    """The Gradio Blocks app around `effect` (three tabs: Photo, Clip, Webcam)."""
+    """The Gradio Blocks app around `effect` (three tabs: Photo, Clip, Webcam), each with a status beside its
+    output. `notice`: an extra line for the banner (the effect's own state is always shown)."""
     import gradio as gr
+
+    from web.gradio_status import clip_lines, effect_lines, markdown, result_status, tab_status
 
     names = list(effect.available_directions)
     default = names[0] if names else None
+    banner = effect_lines(effect.info) + ([notice] if notice and notice != effect.notice else [])
 
-    def refuse(exc: Exception):
-        raise gr.Error(str(exc), print_exception=False)
+    def refuse(exc: BaseException, what: str):
+        raise gr.Error(one_line(exc, what), print_exception=False) from None
 
-    def on_image(path, direction, alpha, n_frames, progress=gr.Progress()):
-        progress(0.0, desc="rendering")
+    def on_photos(files, direction, alpha, n_frames, progress=gr.Progress()):
         try:
-            out = render_image(effect, path, direction or None, alpha, int(n_frames), limits=limits)
-        except (UploadRefused, ValueError) as exc:
-            refuse(exc)
-        gallery = [np.ascontiguousarray(f[..., ::-1]) for f in out["frames"]]
-        return str(out["video"]), str(out["gif"]), gallery
+            items = upload_list(files)
+            if not items:
+                raise UploadRefused("no photo given; upload one or more face photos (jpg or png)")
+            if len(items) > limits.max_photos:
+                raise UploadRefused(f"{len(items)} photos given, over the limit of {limits.max_photos} at once; "
+                                    f"upload at most {limits.max_photos}")
+            n = whole_number("frames", n_frames, 2, limits.max_photo_frames)
+            make_controls(effect, direction or None, alpha)      # refuse bad controls before any work
+        except Exception as exc:  # noqa: BLE001 -- the door's boundary: one line, never a traceback
+            refuse(exc, "photo")
+        lines, refused, gifs, downloads, thumbs = [], [], [], [], []
+        for k, item in enumerate(items):
+            name = upload_name(item)
 
-    def on_clip(path, direction, alpha, animate, period_s, progress=gr.Progress()):
+            def step(fraction: float, text: str, k: int = k, name: str = name) -> None:
+                progress((k + fraction) / len(items), desc=f"photo {k + 1} of {len(items)} '{name}': {text}")
+
+            try:
+                out = render_image(effect, item, direction or None, alpha, n, limits=limits, progress=step)
+            except UploadRefused as exc:
+                refused.append(f"not used: {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001
+                refuse(exc, "photo")
+            lines.append(out["line"])
+            gifs.append((str(out["gif"]), out["name"]))
+            downloads += [str(out["video"]), str(out["gif"])]
+            thumbs += [(np.ascontiguousarray(f[..., ::-1]), f"{out['name']} t={i / (n - 1):.2f}")
+                       for i, f in enumerate(out["thumbs"])]
+        if not gifs:
+            raise gr.Error(" / ".join(r.removeprefix("not used: ") for r in refused), print_exception=False)
+        return result_status(effect.info, lines + refused), gifs, downloads, thumbs
+
+    def on_clip(video, direction, alpha, animate, period_s, progress=gr.Progress()):
         try:
-            controls = make_controls(effect, direction or None, alpha, animate=bool(animate),
-                                     period_s=float(period_s))
+            controls = make_controls(effect, direction or None, alpha, animate=animate, period_s=period_s)
             out_path = Path(tempfile.mkdtemp(prefix="micromotion-")) / "edited.mp4"
-            result = edit_clip(effect, path, out_path, controls,
+            result = edit_clip(effect, video, out_path, controls,
                                progress=lambda f, text: progress(f, desc=text), limits=limits)
-        except (UploadRefused, ValueError, FileNotFoundError) as exc:
-            refuse(exc)
-        summary = (f"{result['frames']} frames at {result['fps']:.2f} fps, "
-                   f"audio {'kept' if result['audio'] else 'none in the input'}, {result['seconds']} s")
-        return str(result["path"]), summary
+        except Exception as exc:  # noqa: BLE001 -- the door's boundary (UploadRefused while decoding included)
+            refuse(exc, "clip")
+        return str(result["path"]), result_status(effect.info, clip_lines(result))
 
     def on_webcam(frame, direction, alpha, animate, period_s, session):
+        try:
+            make_controls(effect, direction or None, alpha, animate=animate, period_s=period_s)
+            rgb = webcam_frame(cam, frame)
+        except Exception as exc:  # noqa: BLE001
+            refuse(exc, "camera frame")
         if session is None:
             session = WebcamSession(effect)
-        try:
-            return session.step(frame, direction or None, alpha, animate, period_s), session
-        except ValueError as exc:
-            refuse(exc)
+        out = session.step(rgb, direction or None, alpha, animate, period_s)
+        return out, session.line, session
 
     def close_session(session):
         if session is not None:
@@ -283,12 +437,12 @@ def build_app(effect, notice: str | None = None, limits: Limits = Limits()):
 
     with gr.Blocks(title="micromotion") as app:
         gr.Markdown("# micromotion\nStyleGAN micromotions of a face: smile, eyes closing, head turn, anger, aging.")
-        if notice:
-            gr.Markdown(f"**{notice}**")
+        if banner:
+            gr.Markdown(markdown(f"**{line}**" for line in banner), elem_id="banner")
 
         def direction_picker():
-            return gr.Dropdown(choices=names, value=default, label="direction",
-                               info=None if names else "no direction files installed")
+            return gr.Dropdown(choices=names, value=default, label="direction", info=None if names else
+                               "none installed" if effect.info.available else "none: no networks to edit with")
 
         def alpha_slider(direction_box):
             """An α slider whose range and value follow the direction picked in `direction_box`."""
@@ -301,41 +455,63 @@ def build_app(effect, notice: str | None = None, limits: Limits = Limits()):
         with gr.Tab("Photo"):
             with gr.Row():
                 with gr.Column():
-                    photo = gr.Image(type="filepath", label="face photo", sources=["upload"])
+                    photos = gr.File(file_count="multiple", file_types=["image"],
+                                     label=f"face photos (up to {limits.max_photos})", elem_id="photo-input")
                     p_dir = direction_picker()
                     p_alpha = alpha_slider(p_dir)
-                    p_n = gr.Slider(4, 48, value=16, step=1, label="frames")
+                    p_n = gr.Slider(4, limits.max_photo_frames, value=16, step=1, label="frames",
+                                    elem_id="photo-frames")
                     p_go = gr.Button("Render micromotion", variant="primary")
                 with gr.Column():
-                    p_video = gr.Video(label="micromotion (mp4)")
-                    p_gif = gr.Image(label="micromotion (gif)", type="filepath")
-                    p_frames = gr.Gallery(label="frames: V0 + α·t·ΔV, t = 0 → 1", columns=8)
-            p_go.click(on_image, [photo, p_dir, p_alpha, p_n], [p_video, p_gif, p_frames], api_name="photo")
+                    p_status = gr.Markdown(tab_status(effect.info, PHOTO_HINT), elem_id="photo-status", min_height=90,
+                                           container=True, padding=True)
+                    p_gifs = gr.Gallery(label="micromotions (GIF), one per photo", columns=2, height="max-content",
+                                        object_fit="contain")
+                    p_files = gr.File(label="downloads: mp4 + GIF", file_count="multiple")
+                    p_frames = gr.Gallery(label="frames: V0 + α·t·ΔV, t = 0 → 1", columns=4, height="max-content",
+                                          object_fit="contain")
+            p_go.click(on_photos, [photos, p_dir, p_alpha, p_n], [p_status, p_gifs, p_files, p_frames],
+                       api_name="photo", preprocess=False, show_progress_on=p_status)
 
         with gr.Tab("Clip"):
             with gr.Row():
                 with gr.Column():
-                    clip = gr.Video(label="clip (its audio is kept)", sources=["upload"])
+                    clip = gr.Video(label="clip (its audio is kept)", sources=["upload"], elem_id="clip-input")
                     c_dir = direction_picker()
                     c_alpha = alpha_slider(c_dir)
                     c_anim = gr.Checkbox(value=True, label="animate (t sweeps 0 → 1 → 0)")
                     c_period = gr.Slider(0.5, 6.0, value=2.0, step=0.1, label="period (s)")
                     c_go = gr.Button("Edit clip", variant="primary")
                 with gr.Column():
+                    c_status = gr.Markdown(tab_status(effect.info, CLIP_HINT), elem_id="clip-status", min_height=90,
+                                           container=True, padding=True)
                     c_out = gr.Video(label="edited clip")
-                    c_info = gr.Markdown()
-            c_go.click(on_clip, [clip, c_dir, c_alpha, c_anim, c_period], [c_out, c_info], api_name="clip")
+            c_go.click(on_clip, [clip, c_dir, c_alpha, c_anim, c_period], [c_out, c_status], api_name="clip",
+                       preprocess=False, show_progress_on=c_status)
 
         with gr.Tab("Webcam"):
             session = gr.State(None, time_to_live=3600, delete_callback=close_session)
             with gr.Row():
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="camera")
-                w_out = gr.Image(label="edited")
+                with gr.Column():
+                    w_out = gr.Image(label="edited", elem_id="webcam-output")
+                    w_status = gr.Markdown(tab_status(effect.info, WEBCAM_HINT),
+                                           elem_id="webcam-status")
             with gr.Row():
                 w_dir = direction_picker()
                 w_alpha = alpha_slider(w_dir)
                 w_anim = gr.Checkbox(value=True, label="animate")
                 w_period = gr.Slider(0.5, 6.0, value=2.0, step=0.1, label="period (s)")
-            cam.stream(on_webcam, [cam, w_dir, w_alpha, w_anim, w_period, session], [w_out, session],
-                       stream_every=0.1, concurrency_limit=4, api_name="webcam")
+            cam.stream(on_webcam, [cam, w_dir, w_alpha, w_anim, w_period, session], [w_out, w_status, session],
+                       stream_every=0.1, concurrency_limit=4, api_name="webcam", preprocess=False,
+                       show_progress="hidden")
     return app
+
+
+def webcam_frame(cam, payload) -> np.ndarray | None:
+    """A raw webcam payload (Gradio's ImageData dict, as events with `preprocess=False` get it) → uint8 RGB."""
+    if payload is None:
+        return None
+    from gradio.data_classes import ImageData
+
+    return cam.preprocess(payload if isinstance(payload, ImageData) else ImageData.model_validate(payload))

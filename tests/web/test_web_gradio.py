@@ -204,8 +204,8 @@ def test_webcam_session_edits_rgb_frames(tiny_effect, faces_dir):
         session.close()
 
 
-def test_gradio_api_clip_and_refusal_over_loopback(request, tiny_effect, face_clip, tmp_path):
-    """Launch the app on 127.0.0.1 and call its /clip endpoint with gradio_client (loopback namespace)."""
+def test_gradio_api_clip_photo_and_refusals_over_loopback(request, tiny_effect, face_clip, faces_dir, tmp_path):
+    """Launch the app on 127.0.0.1 and call its /clip and /photo endpoints with gradio_client (loopback namespace)."""
     if rerun_in_netns(request, timeout=300):
         return
     import os
@@ -213,9 +213,13 @@ def test_gradio_api_clip_and_refusal_over_loopback(request, tiny_effect, face_cl
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     from gradio_client import Client, handle_file
 
+    import cv2
+
     from web.gradio_app import build_app
     from web.loadtest import free_port
 
+    face_photo = tmp_path / "small.jpg"
+    cv2.imwrite(str(face_photo), cv2.resize(cv2.imread(str(faces_dir / "01.jpg")), (320, 240)))
     port = free_port()
     app = build_app(tiny_effect, None)
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -230,6 +234,19 @@ def test_gradio_api_clip_and_refusal_over_loopback(request, tiny_effect, face_cl
         text.write_text("not a video")
         with pytest.raises(Exception, match="not a readable video"):
             client.predict(handle_file(str(text)), "smile", 3.0, True, 2.0, api_name="/clip")
+        # a photo at α 9.5 (beyond the slider's starting [0, 5]: any |α| <= 100 in every door), the status beside
+        # it; a non-image gets this app's one line, no paths
+        photo = tmp_path / "face.jpg"
+        photo.write_bytes(face_photo.read_bytes())
+        status, gifs, files, frames = client.predict([handle_file(str(photo))], "smile", 9.5, 2, api_name="/photo")
+        assert "'face.jpg': 1 face edited in 2 of 2 frames" in status, status
+        assert len(gifs) == 1 and len(files) == 2 and len(frames) == 2
+        notes = tmp_path / "notes.jpg"
+        notes.write_text("not a photo")
+        with pytest.raises(Exception) as refused:
+            client.predict([handle_file(str(notes))], "smile", 3.0, 4, api_name="/photo")
+        message = str(refused.value)
+        assert "'notes.jpg' could not be read as an image" in message and "/" not in message, message
     finally:
         app.close()
 

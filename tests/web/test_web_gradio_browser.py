@@ -5,6 +5,7 @@ The app runs in this process with the full Effect on tiny random networks; we co
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -72,9 +73,14 @@ def test_gradio_webcam_tab_streams_edited_frames(request, tmp_path, faces_dir):
                 while effect.calls < 10 and time.monotonic() < deadline:
                     time.sleep(0.5)
                 srcs = [img.get_attribute("src") or "" for img in page.locator("img").all()]
+                status = page.locator("#webcam-status")     # the live state and the edit's age, beside the output
+                while "ms old" not in status.inner_text() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                line = status.inner_text()
             finally:
                 ctx.close()
     finally:
         app.close()
     assert effect.calls >= 10, f"only {effect.calls} webcam frames reached the effect"
     assert any("/gradio_api/file=" in s for s in srcs), srcs   # the edited frame is shown
+    assert re.search(r"(^|\n)running: editing 1 face; edit \d+ ms old$", line.strip()), line
