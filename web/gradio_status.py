@@ -23,8 +23,8 @@ def effect_lines(info) -> list[str]:
     lines = []
     if info.notice:
         command = getattr(info, "command", None)
-        lines.append(info.notice if not command or command in info.notice
-                     else f"{info.notice} Fix: `{command}`")
+        notice = file_names_only(info.notice)   # server folders are nobody's business in a browser
+        lines.append(notice if not command or command in notice else f"{notice} Fix: `{command}`")
     if info.available and not info.direction_names:
         lines.append(st.describe(st.DIRECTIONS_MISSING))
     for file, reason in getattr(info, "skipped_directions", None) or []:
