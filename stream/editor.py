@@ -208,7 +208,7 @@ class Editor:
             edit, base, recon = self._synth_runner(ws, self._transfer.to_device(coef),
                                                    self._transfer.to_device(render), self._transfer.to_device(use))
             edit_u8, base_u8 = self._transfer.to_host(edit), self._transfer.to_host(base)
-            ws_host = ws[:n].float().cpu().numpy()
+            ws_host = self._transfer.to_host(ws[:n].float())
             memories = [FaceMemory(ws[i].clone(), recon[i].clone()) if self.restyle and not self.paper else None
                         for i in range(n)]
         t2 = time.perf_counter()

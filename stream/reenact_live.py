@@ -94,6 +94,7 @@ class _Pass:
     t_capture: float              # capture time of the frame the driver crop came from
     render_t: float | None        # capture time of the driver frame whose latent is rendered (None: no render)
     t_submit: float
+    epoch: int                    # the session's calibration epoch when it was sent
 
 
 @dataclass
@@ -147,7 +148,7 @@ class ReenactSession(Closeable):
         self._coef = np.zeros(len(self.info.direction_names), np.float32)
         self._calib: list = []                # driver latents float32 [num_ws, w_dim] (calibration window)
         self._calib_t: float | None = None    # capture time of the newest calibration latent
-        self._calib_t0: float | None = None   # ... of the first one
+        self._epoch = 0                       # bumped by a recalibration: renders of older passes are dropped
         self._fitting: Future | None = None
         self._inflight: _Pass | None = None
         self._next: tuple | None = None       # (render_ws float32 [num_ws, w_dim], t_pose) to render next
@@ -271,7 +272,7 @@ class ReenactSession(Closeable):
         if not jobs:
             return
         future = self.backend.submit(self.id, jobs)
-        self._inflight = _Pass(future, kinds, track, generation, t_capture, render_t, self.clock())
+        self._inflight = _Pass(future, kinds, track, generation, t_capture, render_t, self.clock(), self._epoch)
 
     def _collect(self, block: bool) -> None:
         """Move a finished pass's results where they belong (block=True waits for it)."""
@@ -287,13 +288,15 @@ class ReenactSession(Closeable):
             self.errors.count(exc, where="edit")
             return
         self.counters.record_edit(edits[0].timing if edits else {}, (self.clock() - job.t_submit) * 1e3)
-        for kind, e in zip(job.kinds, edits):
+        rendered = job.render_t is not None and job.epoch == self._epoch  # (a render of before a recalibration
+        for kind, e in zip(job.kinds, edits):                             # is dropped)
             if kind == "target":
                 self._target_done(e)
-            elif kind == "driver":
-                self._driver_done(job, e)
-            elif job.render_t is not None:       # "hold"
+                continue
+            if rendered:                         # "driver" with render_ws, or "hold"
                 self._show(e.edit, job.render_t)
+            if kind == "driver":
+                self._driver_done(job, e)
 
     def _target_done(self, e) -> None:
         t = self.target
@@ -307,8 +310,6 @@ class ReenactSession(Closeable):
             self._maybe_fit()
 
     def _driver_done(self, job: _Pass, e) -> None:
-        if job.render_t is not None:
-            self._show(e.edit, job.render_t)
         track = job.track
         if track is None or track.generation != job.generation or e.ws is None:
             return  # the face jumped meanwhile: its latent belongs to the old memory
@@ -401,6 +402,7 @@ class ReenactSession(Closeable):
             options, self._pending_options = self._pending_options, None
             reset, self._recalibrate = self._recalibrate, False
         if reset:
+            self._epoch += 1
             self._calib, self._calib_t, self._fitting, self._fit_error = [], None, None, None
             self.fit = self.reenactor = None
             self._next = self._shown = None
