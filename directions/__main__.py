@@ -8,6 +8,7 @@
     python -m directions install-official [NAME ...] [--dir DIR] [--base-url URL]   # the paper's 5 directions
     python -m directions apply --latent face.npy --direction smile --alpha 5 --frames 100 --out clip.mp4
     python -m directions reenact --driver clip.mp4 --target face.jpg --out out.mp4 [--rank 4 --layers 0:8 ...]
+    python -m directions reenact --camera 0 --target face.jpg --out out.mp4 [--preview] [--seconds 30] [...]
     python -m directions eval --direction smile --ganspace auto --alphas 0 1 3 5 --out eval/   # see eval_cli.py
     python -m directions identity a.jpg b.jpg [--embedder dlib|arcface] [--json sim.json]
 
@@ -257,33 +258,31 @@ def cmd_install_official(args) -> int:
 
 
 def cmd_reenact(args) -> int:
-    """Driver clip + target photo → video of the target moving like the driver (directions.reenact, stream.reenact_job)."""
+    """Driver clip or camera + target photo → video of the target moving like the driver (directions.reenact;
+    stream.reenact_job for the clip, stream.reenact_live on the live path for the camera)."""
     from directions.reenact import ReenactOptions, parse_layers  # noqa: PLC0415
 
-    if args.camera is not None:
-        raise UserError("live reenactment from a camera is not in this command yet; record a clip and pass "
-                        "--driver clip.mp4 (the page's reenact mode is the live door)")
     options = ReenactOptions(rank=args.rank, layers=parse_layers(args.layers), beta=args.beta,
                              reference=args.reference, smoothing=args.smoothing, method=args.method,
                              lmbda=args.lmbda)
-    for what, path in (("--driver", args.driver), ("--target", args.target)):
+    inputs = (("--target", args.target),) if args.camera is not None else (("--driver", args.driver),
+                                                                           ("--target", args.target))
+    for what, path in inputs:
         if not Path(path).is_file():
             raise UserError(f"{what} {path} does not exist; pass an existing file")
     if args.batch < 1 or (args.max_frames is not None and args.max_frames < 1):
         raise UserError("--batch and --max-frames must be >= 1")
+    if args.camera is not None:
+        return _reenact_camera(args, options)
+    if args.preview or args.seconds is not None:
+        raise UserError("--preview and --seconds are for --camera; a clip is rendered whole (use --max-frames)")
     from stream import reenact_job  # noqa: PLC0415 (entry point composes layers)
 
-    from engine.checkpoints import file_sha256, resolve_path  # noqa: PLC0415
-
-    E, G, device = reenact_job.load_networks(args.encoder, args.generator, args.device, args.precision)
-    nets = {"encoder": str(args.encoder), "encoder_kind": getattr(E, "kind", None),
-            "encoder_sha256": getattr(E, "source_sha256", None) or file_sha256(resolve_path(args.encoder)),
-            "generator": str(args.generator) if args.generator else f"{args.encoder} (its decoder)",
-            "generator_sha256": getattr(G, "source_sha256", None), "device": str(device),
-            "precision": args.precision}
+    precision = args.precision or "fp32"
+    E, G, device = reenact_job.load_networks(args.encoder, args.generator, args.device, precision)
     report = reenact_job.run_job(args.driver, args.target, Path(args.out), E, G, options,
                                  paste_mode=args.paste_mode, batch=args.batch, max_frames=args.max_frames,
-                                 progress=not args.quiet, extra_meta=nets)
+                                 progress=not args.quiet, extra_meta=_network_meta(args, E, G, device, precision))
     m = report.metadata
     print(f"{report.out}  ({report.frames} frames, {report.fps:g} fps, audio {'kept' if report.audio else 'none'}; "
           f"{m['subspace']['method']} rank {m['subspace']['rank']}, layers {m['layers'][0]}:{m['layers'][1]}, "
@@ -291,6 +290,73 @@ def cmd_reenact(args) -> int:
           f"held {report.held})")
     print(f"metadata: {report.sidecar} (also in the video's comment tag)")
     return 0
+
+
+def _network_meta(args, E, G, device, precision: str) -> dict:
+    """Names and sha256 of the networks (saved with every reenactment output)."""
+    from engine.checkpoints import file_sha256, resolve_path  # noqa: PLC0415
+
+    return {"encoder": str(args.encoder), "encoder_kind": getattr(E, "kind", None),
+            "encoder_sha256": getattr(E, "source_sha256", None) or file_sha256(resolve_path(args.encoder)),
+            "generator": str(args.generator) if args.generator else f"{args.encoder} (its decoder)",
+            "generator_sha256": getattr(G, "source_sha256", None), "device": str(device), "precision": precision}
+
+
+def _reenact_camera(args, options) -> int:
+    """`--camera N`: the webcam drives the target on the live path (calibration, then the editor's rate) → --out."""
+    import cv2  # noqa: PLC0415
+
+    from stream import reenact_job  # noqa: PLC0415 (entry point composes layers)
+    from stream.editor import Editor  # noqa: PLC0415
+    from stream.effect import Effect  # noqa: PLC0415
+    from stream.options import EffectConfig  # noqa: PLC0415
+    from stream.reenact_live import check_live_options, check_paste_mode  # noqa: PLC0415
+    from stream.sources import WebcamSource  # noqa: PLC0415
+
+    check_paste_mode(args.paste_mode)
+    check_live_options(options, args.calibration, None)
+    if args.seconds is not None and not args.seconds > 0:
+        raise UserError("--seconds must be > 0")
+    if not args.calibration_seconds >= 0:
+        raise UserError("--calibration-seconds must be >= 0")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UserError(f"output folder {out.parent} does not exist; create it or pass another --out")
+    photo = cv2.imread(str(args.target), cv2.IMREAD_COLOR)
+    if photo is None:
+        raise UserError(f"{args.target} is not an image OpenCV can read; pass a jpg, png, bmp, webp or tiff")
+    try:
+        source = WebcamSource(args.camera)
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+    with source:
+        precision = args.precision or "auto"
+        E, G, device = reenact_job.load_networks(args.encoder, args.generator, args.device, precision)
+        config = EffectConfig(encoder=str(args.encoder), generator=args.generator, device=str(device),
+                              precision=precision, mode="live")
+        effect = Effect(config, editor=Editor(G, E, [], config), batching=True)  # no directions: nothing to edit
+        try:
+            session = effect.new_reenact_session(photo, options, paste_mode=args.paste_mode,
+                                                 calibration=args.calibration, calibration_s=args.calibration_seconds)
+            try:
+                report = reenact_job.run_camera_job(
+                    source, session, out, preview=args.preview, overlay=args.overlay, max_frames=args.max_frames,
+                    seconds=args.seconds, progress=not args.quiet,
+                    extra_meta={"driver": f"camera {args.camera}", "target": str(args.target),
+                                **_network_meta(args, E, G, device, effect.info.precision)})
+            finally:
+                session.close()
+        finally:
+            effect.close()
+    m = report.metadata
+    fit = (f"{m['subspace']['method']} rank {m['subspace']['rank']}, layers {m['layers'][0]}:{m['layers'][1]}, "
+           f"reference latent {m['reference_frame']}" if "subspace" in m else "not calibrated (too few frames)")
+    print(f"{report.out}  ({report.frames} frames of {report.frames_in}, {report.fps:g} fps; {fit}; "
+          f"beta {options.beta:g}, smoothing {options.smoothing:g}; held {report.held})")
+    print(f"metadata: {report.sidecar} (also in the video's comment tag)")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ eval / identity
 # (this entry point composes stream's face finder and aligner with the directions layer's measures)
 
@@ -441,7 +507,9 @@ def make_parser(argv=None) -> argparse.ArgumentParser:
                                    "driver's audio; options saved in the video's comment tag and OUT.json")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--driver", metavar="CLIP", help="video whose face motion drives the target")
-    src.add_argument("--camera", type=int, metavar="N", help="(not yet: use a recorded clip)")
+    src.add_argument("--camera", type=int, metavar="N",
+                     help="webcam index: its face drives the target live (calibration first: start neutral, then "
+                          "move); stops on Ctrl-C, --max-frames or --seconds")
     p.add_argument("--target", required=True, metavar="IMAGE", help="photo of the face to animate")
     p.add_argument("--out", required=True, metavar="FILE", help="output video (.mp4)")
     p.add_argument("--rank", type=int, default=4, help="motion subspace dimension per W+ layer (default 4)")
@@ -457,14 +525,24 @@ def make_parser(argv=None) -> argparse.ArgumentParser:
     p.add_argument("--lmbda", type=float, default=None, help="RPCA sparsity weight (default 1/sqrt(max(T, w_dim)))")
     p.add_argument("--paste-mode", choices=("residual", "replace", "none"), default="residual",
                    help="residual: photo + G(w_t) - G(V) (default); replace: G(w_t) pasted; none: the aligned "
-                        "generated face only")
+                        "generated face only (clips only)")
+    p.add_argument("--calibration", type=int, default=40, metavar="N",
+                   help="--camera: driver latents the motion is learned from (default 40; the first is the "
+                        "neutral reference unless --reference says otherwise)")
+    p.add_argument("--calibration-seconds", type=float, default=4.0, metavar="S",
+                   help="--camera: spread the calibration latents over at least S seconds (default 4)")
+    p.add_argument("--seconds", type=float, default=None, help="--camera: stop after this many seconds")
+    p.add_argument("--preview", action="store_true", help="--camera: also show the output in a window (q quits)")
+    p.add_argument("--overlay", action="store_true", help="--camera: draw the status line on the output")
     p.add_argument("--encoder", default="restyle-psp-ffhq", help="encoder weights name or path")
     p.add_argument("--generator", default=None, help="generator name or path (default: the encoder's decoder)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "fp16", "bf16"),
-                   help="network precision (default fp32: offline quality; fp16/bf16 only on CUDA)")
+    p.add_argument("--precision", default=None, choices=("auto", "fp32", "fp16", "bf16"),
+                   help="network precision (default: fp32 for a clip, offline quality; auto for --camera, fp16 on "
+                        "CUDA; fp16/bf16 only on CUDA)")
     p.add_argument("--batch", type=int, default=8, help="frames per network call")
-    p.add_argument("--max-frames", type=int, default=None, help="use at most this many driver frames")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="use at most this many driver frames (--camera: camera frames)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reenact)
     _add_eval_parsers(sub)

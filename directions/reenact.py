@@ -87,6 +87,32 @@ class ReenactOptions:
             d["layers"] = [int(self.layers[0]), None if self.layers[1] is None else int(self.layers[1])]
         return d
 
+    @classmethod
+    def from_dict(cls, data) -> "ReenactOptions":
+        """Options from JSON (a door's form or data channel; what ``to_dict`` wrote): ``layers`` as [A, B],
+        [A, None] or "A:B"; numbers may be strings. Unknown keys or bad values: a one-line ValueError."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"unknown reenactment option(s) {', '.join(unknown)}; use {', '.join(names)}")
+        kinds = {"rank": int, "beta": float, "smoothing": float, "reference": int, "lmbda": float,
+                 "max_fit_frames": int, "method": str}
+        out = {}
+        for key, value in data.items():
+            if key == "layers":
+                if isinstance(value, (list, tuple)) and len(value) == 2:
+                    value = (int(value[0]), None if value[1] is None else int(value[1]))
+                else:
+                    value = parse_layers(None if value is None else str(value))
+            elif value is not None or key not in ("reference", "lmbda"):
+                try:
+                    value = kinds[key](value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"reenactment option {key}={value!r} is not a {kinds[key].__name__}; "
+                                     f"pass a number") from None
+            out[key] = value
+        return cls(**out)
+
 
 def parse_layers(text: Optional[str]) -> Optional[tuple]:
     """"A:B" (also ":B", "A:", "A") → (A, B), B = None meaning "to the last layer"; None / "" / ":" / "all" → None.
@@ -466,18 +492,24 @@ class ReenactResult:
 
     def summary(self) -> dict:
         """JSON-able description (options, reference, frames, held, subspace rank/energy)."""
-        sub = self.subspace
-        energy = None if sub.energy is None else [None if math.isnan(e) else round(float(e), 6)
-                                                  for e in sub.energy.tolist()]
         return {
             "options": self.options.to_dict(),
             "reference_frame": int(self.reference),
             "frames": int(self.latents.shape[0]),
             "held_frames": int(self.held.sum()),
-            "layers": [int(sub.layers[0]), int(sub.layers[1])],
-            "subspace": {"method": sub.method, "rank": sub.rank, "fit_frames": sub.frames, "energy": energy,
-                         "rpca_iterations": None if sub.n_iter is None else sub.n_iter.tolist()},
+            **subspace_summary(self.subspace),
         }
+
+
+def subspace_summary(sub: MotionSubspace) -> dict:
+    """{"layers": [a, b], "subspace": {method, rank, fit_frames, energy per layer, rpca_iterations}} (JSON-able)."""
+    energy = None if sub.energy is None else [None if math.isnan(e) else round(float(e), 6)
+                                              for e in sub.energy.tolist()]
+    return {
+        "layers": [int(sub.layers[0]), int(sub.layers[1])],
+        "subspace": {"method": sub.method, "rank": sub.rank, "fit_frames": sub.frames, "energy": energy,
+                     "rpca_iterations": None if sub.n_iter is None else sub.n_iter.tolist()},
+    }
 
 
 @dataclasses.dataclass
@@ -491,6 +523,11 @@ class DriverFit:
     reference_frames: torch.Tensor  # [K, num_ws, w_dim] the frames around it (its smoothing window)
     reference_weights: list       # their K Gaussian weights
     frames: int                   # frames in the sequence, with or without a face
+
+    def summary(self, options: "ReenactOptions") -> dict:
+        """JSON-able description of the fit (options, reference frame, calibration frames, subspace)."""
+        return {"options": options.to_dict(), "reference_frame": int(self.reference),
+                "calibration_frames": int(self.frames), **subspace_summary(self.subspace)}
 
     def reenactor(self, target: torch.Tensor, options: "ReenactOptions",
                   lookahead: Optional[int] = 1) -> Reenactor:

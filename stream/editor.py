@@ -2,12 +2,15 @@
 
     job  = FaceJob(crop, coefficients, memory)      one face: aligned crop, its stream's alpha_i * t per direction,
                                                      and the face's memory from its previous edit (temporal ReStyle)
+           FaceJob(..., render_ws=W)                 or: render this W+ instead of the edit (reenactment: the
+                                                     crop is still inverted -- memory, base, ws -- but G renders W)
     Editor.edit([job, ...]) -> [FaceEdit, ...]      ONE encoder pass and ONE generator pass for all of them:
         live:  w = w_prev + E(crop ⊕ G(w_prev))      (ReStyle, one step from the face's last latent; cold start
                                                      from the average latent and image)
         paper: w = ReStyle-pSp x5 from the average   (fp32, eager: the paper's inversion)
-        w' = w + sum_i c_i * delta_i                 (each face its own coefficients c)
-        G([w, w'])                                   -> base crop G(w), edited crop G(w'), new memory (w, pool G(w))
+        w' = w + sum_i c_i * delta_i                 (each face its own coefficients c; render_ws when given)
+        G([w, w'])                                   -> base crop G(w), edited crop G(w'), new memory (w, pool G(w)),
+                                                        and w itself (FaceEdit.ws, on the host)
 
 The editor knows nothing of frames, cameras or sessions; which thread calls `edit` is the serving layer's business
 (`stream.serving`): one caller at a time. On CUDA, batches are padded to a bucket size (1, 2, 4, 8, 16) and each
@@ -48,6 +51,8 @@ class FaceJob:
     crop: np.ndarray                  # uint8 [S, S, 3] BGR, FFHQ-aligned at EditorInfo.crop_size
     coefficients: np.ndarray          # float32 [K]: alpha_i * t per direction, in EditorInfo.direction_names order
     memory: FaceMemory | None = None  # the face's memory from its last edit; None -> start from the average
+    render_ws: np.ndarray | None = None  # float32 [num_ws, w_dim]: render G(render_ws) as `edit` instead of
+                                         # G(w + sum c_i delta_i) (coefficients ignored); None -> the edit
 
 
 @dataclass
@@ -58,6 +63,8 @@ class FaceEdit:
     base: np.ndarray                  # uint8 [S, S, 3] BGR: G(w), the reconstruction (residual paste: edit - base)
     memory: FaceMemory | None         # the memory to send with this face's next job (None: stateless encoder)
     timing: dict = field(default_factory=dict)  # {"encode_ms", "generate_ms", "batch"} of the pass it was in
+    ws: np.ndarray | None = None      # float32 [num_ws, w_dim]: w, the latent this pass inverted the crop to
+                                      # (None: an editor without latents, e.g. the demo)
 
 
 @dataclass
@@ -187,7 +194,7 @@ class Editor:
         n = len(jobs)
         if n == 0:
             return []
-        crops, coef = self._stack_jobs(jobs)
+        crops, coef, render, use = self._stack_jobs(jobs)
         t0 = time.perf_counter()
         with torch.inference_mode():
             crops_d = self._transfer.to_device(crops)
@@ -198,16 +205,20 @@ class Editor:
                 ws_prev, recon_prev = self._previous(jobs, crops.shape[0])
                 ws = self._encode_runner(crops_d, ws_prev, recon_prev)
             t1 = self._sync_time()
-            edit, base, recon = self._synth_runner(ws, self._transfer.to_device(coef))
+            edit, base, recon = self._synth_runner(ws, self._transfer.to_device(coef),
+                                                   self._transfer.to_device(render), self._transfer.to_device(use))
             edit_u8, base_u8 = self._transfer.to_host(edit), self._transfer.to_host(base)
+            ws_host = self._transfer.to_host(ws[:n].float())
             memories = [FaceMemory(ws[i].clone(), recon[i].clone()) if self.restyle and not self.paper else None
                         for i in range(n)]
         t2 = time.perf_counter()
         timing = {"encode_ms": (t1 - t0) * 1e3, "generate_ms": (t2 - t1) * 1e3, "batch": n}
-        return [FaceEdit(edit_u8[i].copy(), base_u8[i].copy(), memories[i], timing) for i in range(n)]
+        return [FaceEdit(edit_u8[i].copy(), base_u8[i].copy(), memories[i], timing, ws=ws_host[i].copy())
+                for i in range(n)]
 
     def _stack_jobs(self, jobs: Sequence[FaceJob]):
-        """crops uint8 [B, S, S, 3], coefficients float32 [B, K]; B = the bucket size on CUDA graphs, else N."""
+        """crops uint8 [B, S, S, 3], coefficients float32 [B, K], render_ws float32 [B, num_ws, w_dim] and its
+        row flags float32 [B] (1: render that row's render_ws); B = the bucket size on CUDA graphs, else N."""
         k = self.deltas.shape[0]
         for job in jobs:
             if job.crop.shape != (self.crop_size, self.crop_size, 3) or job.crop.dtype != np.uint8:
@@ -216,16 +227,24 @@ class Editor:
             if job.coefficients.shape != (len(self.names),) and not (len(self.names) == 0 and job.coefficients.size == 0):
                 raise ValueError(f"coefficients must be [{len(self.names)}] (one per direction), got "
                                  f"{list(job.coefficients.shape)}")
+            if job.render_ws is not None and np.shape(job.render_ws) != (self.num_ws, self.w_dim):
+                raise ValueError(f"render_ws must be [{self.num_ws}, {self.w_dim}] (num_ws, w_dim), got "
+                                 f"{list(np.shape(job.render_ws))}")
         n = len(jobs)
         size = bucket_size(n) if self._graphs else n
         crops = np.empty((size, self.crop_size, self.crop_size, 3), np.uint8)
         coef = np.zeros((size, k), np.float32)
+        render = np.zeros((size, self.num_ws, self.w_dim), np.float32)
+        use = np.zeros((size,), np.float32)
         for i in range(size):
             job = jobs[i if i < n else 0]  # padding rows repeat the first face (valid data, results dropped)
             crops[i] = job.crop
             if len(self.names):
                 coef[i] = job.coefficients
-        return crops, coef
+            if job.render_ws is not None:
+                render[i] = np.asarray(job.render_ws, np.float32)
+                use[i] = 1.0
+        return crops, coef, render, use
 
     def _previous(self, jobs: Sequence[FaceJob], size: int):
         """Stacked previous (ws, recon) per face [size, ...]; faces without memory start from the average."""
@@ -245,12 +264,14 @@ class Editor:
             return self.E(x).float()
         return self.E.step_latent(x, ws_prev, recon_prev).float()
 
-    def _synth(self, ws, coef):
-        """(ws f32 [B,num_ws,w_dim], coef f32 [B,K]) -> (edit u8 [B,S,S,3], base u8, recon) in ONE G call."""
+    def _synth(self, ws, coef, render, use):
+        """(ws f32 [B,num_ws,w_dim], coef f32 [B,K], render f32 [B,num_ws,w_dim], use f32 [B]) -> (edit u8
+        [B,S,S,3], base u8, recon) in ONE G call; rows with use 1 render `render` instead of the edit."""
         import torch  # noqa: PLC0415
 
         n = ws.shape[0]
         ws_edit = ws + torch.einsum("nk,kij->nij", coef, self.deltas)
+        ws_edit = torch.where(use[:, None, None] > 0, render, ws_edit)
         img = self.G(torch.cat([ws, ws_edit]).to(self._dtype(self.G)), out_resolution=self.render_resolution)
         out = images_to_u8(img, self.crop_size)
         recon = self.E.pool(img[:n]) if self.restyle else img[:n, :, :1, :1]

@@ -103,6 +103,15 @@ class Effect:
 
     new_state = new_session
 
+    def new_reenact_session(self, target_photo: np.ndarray, options=None, clock: Callable[[], float] = time.monotonic,
+                            stream_id: str | None = None, **kwargs):
+        """A reenactment session: the camera's face drives `target_photo` (uint8 BGR); `options` a
+        directions.reenact.ReenactOptions; kwargs: paste_mode, calibration, ... (see stream.reenact_live)."""
+        from stream.reenact_live import ReenactSession  # noqa: PLC0415
+
+        return ReenactSession(self.backend, target_photo, options, self.config,
+                              landmarker_factory=self._landmarker_factory, clock=clock, stream_id=stream_id, **kwargs)
+
     def process(self, frame_bgr: np.ndarray, controls: Controls | Mapping | None = None,
                 state: Session | None = None) -> np.ndarray:
         """The synchronous walk: the frame with its own fresh edit (or the input object when nothing was pasted).

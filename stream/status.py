@@ -13,6 +13,12 @@ States (`FrameStatus.state`), in the words every door uses (`describe`):
     directions_missing  networks loaded but no direction to apply (the face is reconstructed, not edited)
     error               this frame failed (passed through); `message` names the error
 
+Reenactment (`stream.reenact_live`: a camera drives a target photo; the output is the target):
+
+    calibrating         the driver's motion is being learned (progress `done/total` in the message)
+    driving             the target moves with the driver (the pose's age in `edit_age_ms`)
+    driver_lost         the driver's face is gone: the target holds the last pose
+
 `draw_status(frame, text)` is the one overlay: a status line in the frame's top-left corner.
 """
 from __future__ import annotations
@@ -26,8 +32,9 @@ from directions.setup import SETUP_COMMAND
 RUNNING, WAITING, STALE = "running", "waiting", "stale"
 NO_FACE, FACE_TOO_SMALL, OFF, ERROR = "no_face", "face_too_small", "off", "error"
 NETWORKS_MISSING, TRACKING_ONLY, DIRECTIONS_MISSING = "networks_missing", "tracking_only", "directions_missing"
+CALIBRATING, DRIVING, DRIVER_LOST = "calibrating", "driving", "driver_lost"
 STATES = (RUNNING, WAITING, STALE, NO_FACE, FACE_TOO_SMALL, OFF, ERROR, NETWORKS_MISSING, TRACKING_ONLY,
-          DIRECTIONS_MISSING)
+          DIRECTIONS_MISSING, CALIBRATING, DRIVING, DRIVER_LOST)
 DIRECTIONS_COMMAND = SETUP_COMMAND  # the one command every door shows (stream.loader.DOWNLOAD_COMMAND is the same)
 
 
@@ -46,8 +53,9 @@ class FrameStatus:
 
 
 def describe(state: str, *, faces: int = 0, edit_age_ms: float | None = None, bound_ms: float | None = None,
-             notice: str | None = None, error: str | None = None) -> str:
-    """The one-line text every door shows for a state."""
+             notice: str | None = None, error: str | None = None, progress: tuple | None = None) -> str:
+    """The one-line text every door shows for a state (`progress` = (done, total) while calibrating; `notice`
+    adds the reason a driver face was lost)."""
     if state == RUNNING:
         age = f"; edit {edit_age_ms:.0f} ms old" if edit_age_ms is not None else ""
         return f"editing {faces} face{'s' if faces != 1 else ''}{age}"
@@ -68,6 +76,17 @@ def describe(state: str, *, faces: int = 0, edit_age_ms: float | None = None, bo
         return notice or state.replace("_", " ")
     if state == ERROR:
         return f"this frame failed and passed through: {error or 'see the log'}"
+    if state == CALIBRATING:
+        done, total = progress or (0, 0)
+        if total and done >= total:
+            return "calibrating: learning the driver's motion"
+        return f"calibrating: start with a neutral face, then move your head ({done}/{total})"
+    if state == DRIVING:
+        age = f"; pose {edit_age_ms:.0f} ms old" if edit_age_ms is not None else ""
+        return f"driving the target{age}"
+    if state == DRIVER_LOST:
+        why = f" ({notice})" if notice else ""
+        return f"driver face lost{why}: holding the last pose"
     raise ValueError(f"unknown state {state!r}; use one of {', '.join(STATES)}")
 
 

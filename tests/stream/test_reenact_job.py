@@ -245,7 +245,7 @@ G_NUM_WS = 2 * 6 - 2  # a 64 px StyleGAN2: num_ws = 2·log2(64) − 2
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--camera", "0"], "record a clip and pass --driver"),
+    (["--driver", "DRIVER", "--preview"], "--preview and --seconds are for --camera"),
     (["--driver", "missing.mp4"], "--driver missing.mp4 does not exist"),
     (["--driver", "DRIVER", "--layers", "x"], "is not a range"),
     (["--driver", "DRIVER", "--rank", "0"], "rank must be >= 1"),
