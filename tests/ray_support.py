@@ -4,8 +4,9 @@
   namespace: when the command ends -- passed, failed, or killed at the timeout -- the kernel ends every process it
   started, Ray's daemons included (a SIGKILLed Ray driver otherwise leaves its agents running).
 * `start_local_ray()` / `stop_local_ray()`: a Ray head on 127.0.0.1, no dashboard, Serve without HTTP proxies.
-* `ray_processes(marker)` / `end_processes(pids)`: the processes whose command line holds `marker` (a test's own
-  RAY_TMPDIR), for tests whose server starts Ray in a namespace of the web tests' kind (network only).
+* `web_serving(serve)`: extra `python -m web` flags and environment for "local" or "ray" serving; with "ray" the
+  server starts a private Ray on 127.0.0.1 under its own RAY_TMPDIR, and every process of it is ended afterwards
+  (`ray_processes` / `end_processes`), also when the server was killed (the web tests' namespace is network only).
 * `replica_actor_names(app)`: the Serve replica actors of an application (to kill one).
 * `SlowTint`: an editor source for Ray replicas whose every pass takes `delay_ms` (a request surely running).
 """
@@ -16,7 +17,9 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,12 +44,17 @@ def isolation_missing_reason() -> str | None:
 
 
 def run_isolated(argv: list[str], timeout: float, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `argv` with only `lo` up, in its own PID namespace (see the module docstring)."""
-    env = dict(os.environ, **{IN_RAY_NS: "1"}, **(extra_env or {}))
+    """Run `argv` with only `lo` up, in its own PID namespace (see the module docstring); Ray's session files go
+    to a temporary RAY_TMPDIR removed afterwards."""
+    ray_tmp = tempfile.mkdtemp(prefix="mmray", dir="/tmp")      # short: Ray's socket paths must stay < 108 bytes
+    env = dict(os.environ, **{IN_RAY_NS: "1", "RAY_TMPDIR": ray_tmp}, **(extra_env or {}))
     # the repository and tests/ (Ray replicas import this module's SlowTint by name)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), str(REPO / "tests"), env.get("PYTHONPATH")) if p)
     cmd = [*_ISOLATE, "sh", "-c", "ip link set lo up && exec " + " ".join(shlex.quote(a) for a in argv)]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def start_local_ray(num_cpus: int = 4) -> None:
@@ -78,6 +86,20 @@ def replica_actor_names(app: str) -> list[tuple[str, str]]:
 
     return [(a["name"], a["namespace"]) for a in ray.util.list_named_actors(all_namespaces=True)
             if a["name"].startswith(f"SERVE_REPLICA::{app}#")]
+
+
+@contextmanager
+def web_serving(serve: str):
+    """Yields (server flags, server environment) for `python -m web` serving "local" or "ray" (module docstring)."""
+    if serve == "local":
+        yield [], {}
+        return
+    ray_tmp = tempfile.mkdtemp(prefix="mmray", dir="/tmp")    # short: Ray's socket paths must stay < 108 bytes
+    try:
+        yield ["--serve", "ray", "--ray-address", "local", "--cpus-per-replica", "1"], {"RAY_TMPDIR": ray_tmp}
+    finally:
+        end_processes(ray_processes(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def ray_processes(marker: str) -> list[int]:

@@ -83,13 +83,32 @@ def connect(address: str, replicas_cpus: float = 0.0) -> bool:
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=cpus, **quiet)
         return True
     check_reachable(address)
+    if address.startswith("ray://"):
+        client_token_auth()
     try:
         ray.init(address=address, **quiet)
     except ConnectionError as exc:
         raise RayUnavailable(f"cannot reach the Ray cluster at {address} ({first_line(exc)}); start one with "
-                             f"`ray start --head` (or give --ray-address local for a private Ray on this "
-                             f"machine)") from exc
+                             f"`ray start --head` (or give --ray-address local for a private Ray on this machine; "
+                             f"a Ray Client needs the cluster's token: RAY_AUTH_TOKEN or ~/.ray/auth_token)") from exc
     return False
+
+
+def client_token_auth() -> None:
+    """Ray >= 2.52 clusters require a token, and Ray Client sends it only in token mode: turn that on (as
+    `ray.init` does for local clusters) when a token is at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+    ~/.ray/auth_token) and RAY_AUTH_MODE is not set."""
+    import os  # noqa: PLC0415
+
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:  # Ray's own switch (sets RAY_AUTH_MODE and refreshes its cached config); pinned Ray 2.60
+        from ray._private.authentication.authentication_token_setup import (  # noqa: PLC0415
+            maybe_enable_token_auth_if_token_available)
+    except ImportError:
+        return
+    if maybe_enable_token_auth_if_token_available(warn_if_disabled=False):
+        log.info("Ray Client: sending the cluster token (RAY_AUTH_MODE=token)")
 
 
 def check_reachable(address: str, timeout_s: float = CONNECT_CHECK_S) -> None:
@@ -241,7 +260,7 @@ class RayBackend:
         now = time.monotonic()
         with self._lock:
             c = dict(self._counts)
-            replicas = {rid: {"batches": r["batches"], "faces": r["faces"],
+            replicas = {rid: {"batches": r["batches"], "faces": r["faces"], "batch_faces": r["batch_faces"],
                               "mean_batch": round(r["batch_faces"] / r["batches"], 3) if r["batches"] else 0.0}
                         for rid, r in self._replicas.items()}
             while self._recent and self._recent[0][0] < now - _RATE_WINDOW_S:
@@ -249,7 +268,7 @@ class RayBackend:
             recent = list(self._recent)
             waiting = len(self._pending)
         batches = sum(r["batches"] for r in replicas.values())
-        batch_faces = sum(r["batches"] * r["mean_batch"] for r in replicas.values())
+        batch_faces = sum(r["batch_faces"] for r in replicas.values())
         span = (recent[-1][0] - recent[0][0]) if len(recent) > 1 else 0.0
         rate = sum(f for _, f in recent[1:]) / span if span > 0 else 0.0
         return {**c, "batches": batches, "mean_batch": batch_faces / batches if batches else 0.0,

@@ -103,8 +103,10 @@ class EditorDeployment:
         """This replica's passes, faces, requests, errors, busy seconds and mean batch (faces per pass)."""
         with self._lock:
             c = dict(self._counts)
+        import torch  # noqa: PLC0415
+
         return {**c, "replica": self.replica, "mean_batch": c["faces"] / c["passes"] if c["passes"] else 0.0,
-                "max_batch": self.max_batch, "gather_ms": self.gather_ms}
+                "max_batch": self.max_batch, "gather_ms": self.gather_ms, "threads": torch.get_num_threads()}
 
     async def edit(self, jobs: list) -> list:
         """One stream's faces of one frame -> their edits (same order); raises the editor's error for them."""

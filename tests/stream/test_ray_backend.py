@@ -145,6 +145,28 @@ def test_a_door_exits_2_with_one_line_when_the_cluster_is_unreachable():
     assert len(errors) == 1 and "ray://127.0.0.1:1" in errors[0], res.stderr[-2000:]
 
 
+def test_serve_config_file_is_valid_and_builds_the_editor_application():
+    """deploy/serve_gpu.yaml: Serve's own schema accepts it, its args are EffectConfig fields, its user_config is
+    what replicas apply live, and a replica accepts enough requests to fill a batch."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from stream.serving.ray_deploy import DEPLOYMENT, app_builder, config_from_mapping
+
+    raw = yaml.safe_load((ray_support.REPO / "deploy" / "serve_gpu.yaml").read_text())
+    (app,) = ServeDeploySchema.model_validate(raw).applications
+    (dep,) = app.deployments
+    assert app.import_path == "stream.serving.ray_deploy:app_builder" and dep.name == DEPLOYMENT
+    config = config_from_mapping(app.args)
+    assert config.device == "cuda" and config.max_batch == dep.user_config["max_batch"]
+    assert set(dep.user_config) == {"max_batch", "gather_ms"} and dep.max_ongoing_requests >= config.max_batch
+    auto = dep.autoscaling_config
+    assert 1 <= auto["min_replicas"] <= auto["initial_replicas"] <= auto["max_replicas"]
+    assert type(app_builder(app.args)).__name__ == "Application"
+    with pytest.raises(ValueError, match="unknown editor option"):
+        config_from_mapping({"encoder": "e4e-ffhq", "gpus": 1})
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # on a local cluster (inside the namespace)
 
@@ -409,3 +431,29 @@ def wait_for(condition, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(0.1)
+
+
+@in_cluster
+def test_cluster_front_end_uses_the_running_application_and_leaves_it_running(cluster):
+    """The operator's path: the application is deployed from the Serve config's builder (here the demo editor on
+    CPU); a front end with --serve ray finds it by name, edits through it, and closing leaves it running."""
+    from ray import serve
+
+    from stream.serving.ray_deploy import app_builder
+
+    serve.run(app_builder({"device": "cpu", "demo": True, "paste_size": 64}), name="mm-operated", route_prefix=None)
+    try:
+        effect = Effect.open(EffectConfig(serve="ray", ray_address="auto", ray_app="mm-operated", replicas=3))
+        try:
+            assert effect.info.state == "demo" and effect.info.crop_size == 64
+            crop = np.full((64, 64, 3), 100, np.uint8)
+            coef = np.zeros(len(effect.info.direction_names), np.float32)
+            coef[0] = 5.0
+            (edit,) = effect.backend.submit("cam", [FaceJob(crop, coef)]).result(timeout=60)
+            assert np.abs(edit.edit.astype(int) - crop).max() > 50          # tinted by the replica
+        finally:
+            effect.close()
+        assert serve.status().applications["mm-operated"].status == "RUNNING"
+        assert len(ray_support.replica_actor_names("mm-operated")) == 1  # the app's, not the flag's 3 replicas
+    finally:
+        serve.delete("mm-operated")
