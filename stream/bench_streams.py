@@ -163,7 +163,8 @@ def _camera(driver, frames: list, offset: int, stop: threading.Event) -> None:
 def _snapshot(effect, drivers, sessions) -> dict:
     import os  # noqa: PLC0415
 
-    return {"t": time.monotonic(), "cpu_s": sum(os.times()[:2]), "backend": effect.stats(), "out": [d.processed for d in drivers],
+    return {"t": time.monotonic(), "cpu_s": sum(os.times()[:2]), "backend": effect.stats(),
+            "out": [d.processed for d in drivers],
             "in": [d.frames_in for d in drivers], "lat_n": [len(d.latencies()) for d in drivers],
             "edits": [s.counters.edits for s in sessions]}
 

@@ -88,9 +88,11 @@ def connect(address: str, replicas_cpus: float = 0.0) -> bool:
     try:
         ray.init(address=address, **quiet)
     except ConnectionError as exc:
+        hint = ("; a Ray Client also needs the cluster's token: RAY_AUTH_TOKEN or ~/.ray/auth_token"
+                if address.startswith("ray://") else "")
         raise RayUnavailable(f"cannot reach the Ray cluster at {address} ({first_line(exc)}); start one with "
-                             f"`ray start --head` (or give --ray-address local for a private Ray on this machine; "
-                             f"a Ray Client needs the cluster's token: RAY_AUTH_TOKEN or ~/.ray/auth_token)") from exc
+                             f"`ray start --head`, or give --ray-address local for a private Ray on this machine"
+                             f"{hint}") from exc
     return False
 
 
@@ -216,7 +218,8 @@ class RayBackend:
         self._lock = threading.Lock()
         self._pending: dict[int, _Pending] = {}
         self._closing = False
-        self._counts = {"requests": 0, "faces": 0, "lost": 0, "timeouts": 0, "cancelled": 0, "busy_s": 0.0}
+        self._counts = {"requests": 0, "faces": 0, "lost": 0, "timeouts": 0, "cancelled": 0,
+                        "round_trip_s": 0.0}
         self._replicas: dict[str, dict] = {}
         self._recent: deque = deque()
         log.info("editor on Ray Serve (%s, application %r): %s on %s, %d directions", self.address,
@@ -233,7 +236,7 @@ class RayBackend:
                 return future
         try:
             response = self._edit.remote(jobs)
-        except Exception as exc:  # noqa: BLE001 -- e.g. the cluster connection is gone: this frame fails, not the stream
+        except Exception as exc:  # noqa: BLE001 -- e.g. the cluster is gone: this frame fails, not the stream
             self.errors.count(exc)
             future.set_exception(exc)
             return future
@@ -288,7 +291,7 @@ class RayBackend:
     def _wait(self, p: _Pending) -> None:
         try:
             edits = p.response.result(timeout_s=self.timeout_s)
-        except BaseException as exc:  # noqa: BLE001 -- every failure goes to this request's future only
+        except Exception as exc:  # noqa: BLE001 -- every failure goes to this request's future only
             self._fail(p, exc)
             return
         finally:
@@ -300,7 +303,7 @@ class RayBackend:
         except InvalidStateError:  # cancelled meanwhile (the session closed)
             pass
 
-    def _fail(self, p: _Pending, exc: BaseException) -> None:
+    def _fail(self, p: _Pending, exc: Exception) -> None:
         exc = self._translate(p, exc)
         if exc is None:  # cancelled
             return
@@ -310,7 +313,7 @@ class RayBackend:
         except InvalidStateError:
             pass
 
-    def _translate(self, p: _Pending, exc: BaseException) -> BaseException | None:
+    def _translate(self, p: _Pending, exc: Exception) -> Exception | None:
         """Ray's failures -> ReplicaLost / EditTimeout (one kind each in the counters); the editor's own error
         (raised in the replica) -> that error; a cancelled request -> None."""
         from ray import exceptions as rex  # noqa: PLC0415
@@ -331,7 +334,7 @@ class RayBackend:
                                "its last edit")
         if isinstance(exc, rex.RayTaskError) and isinstance(exc.cause, Exception):
             return exc.cause
-        return exc if isinstance(exc, Exception) else RuntimeError(first_line(exc))
+        return exc
 
     def _record(self, p: _Pending, edits: list) -> None:
         now = time.monotonic()
@@ -339,7 +342,7 @@ class RayBackend:
         with self._lock:
             self._counts["requests"] += 1
             self._counts["faces"] += len(edits)
-            self._counts["busy_s"] += now - p.t_submit
+            self._counts["round_trip_s"] += now - p.t_submit
             self._recent.append((now, len(edits)))
             rid = timing.get("replica")
             if rid is not None:
