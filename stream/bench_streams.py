@@ -7,10 +7,17 @@ backend -- batched (faces of several streams per pass, `--max-batch`) or one at 
 worker). Random weights of the chosen configuration: speed is real, faces are not.
 
     python -m stream.bench_streams --streams 1,2,4,8 [--config small|full] [--seconds S] [--json FILE]
+    python -m stream.bench_streams --backend ray --replicas 1,2 --streams 4 --config small [--json FILE]
+
+With `--backend ray` the editor runs as a Ray Serve deployment (`stream.serving.ray_backend`; a private Ray on
+127.0.0.1 unless `--ray-address` names a cluster), once per replica count, batched only; rows gain "backend",
+"replicas" and "mean_batch_per_replica", the result "replicas_over_one" (edits/s with R replicas / with 1) and
+"wire_bytes_per_face" (what one face's request and reply carry, memory included).
 
 Per run: edits_per_s (faces edited per second, all streams), output_fps_per_stream (frames out per second per
 camera: the camera's rate when the walk keeps up), p95_latency_ms (capture -> output), mean_batch (faces per
-network pass), max_edit_age_ms (oldest edit shown: never above the staleness bound). Then one camera's live output
+network pass), max_edit_age_ms (oldest edit shown: never above the staleness bound), process_cores_per_stream
+(CPU this process used per camera: the front end alone with --backend ray). Then one camera's live output
 is measured against the frames it was fed (`stream.report`: TL-ID, TG-ID, warping error).
 """
 from __future__ import annotations
@@ -54,17 +61,22 @@ def camera_frames(n: int, size: tuple[int, int], landmarks: str = "mediapipe"):
 
 
 def run_once(E, deltas, frames: list, streams: int, batched: bool, seconds: float, warmup_s: float,
-             device: str, max_batch: int, gather_ms: float, staleness_ms: float | None, landmarker=None) -> dict:
-    """One configuration: `streams` cameras for `seconds` (after `warmup_s`), batched or one at a time."""
+             device: str, max_batch: int, gather_ms: float, staleness_ms: float | None, serving: dict | None = None,
+             landmarker=None) -> dict:
+    """One configuration: `streams` cameras for `seconds` (after `warmup_s`), batched or one at a time;
+    `serving`: EffectConfig serving fields (serve="ray", replicas, ...) or None for the in-process backend;
+    `landmarker`: a landmarker factory (None: MediaPipe per frame)."""
     from stream.controls import Controls  # noqa: PLC0415
     from stream.driver import FrameDriver  # noqa: PLC0415
     from stream.effect import Effect  # noqa: PLC0415
     from stream.options import EffectConfig  # noqa: PLC0415
 
     config = EffectConfig(device=device, max_faces=1, gather_ms=gather_ms, staleness_ms=staleness_ms,
-                          max_batch=max_batch if batched else 1)
-    effect = Effect(config, encoder=copy.deepcopy(E), directions=deltas, batching=True, landmarker_factory=landmarker)
+                          max_batch=max_batch if batched else 1, **(serving or {}))
+    effect = Effect(config, encoder=copy.deepcopy(E) if serving is None else E, directions=deltas, batching=True,
+                    landmarker_factory=landmarker)
     names = list(deltas)
+    seen = spy_wire(effect) if serving else {}
     sessions = [effect.new_session(controls=Controls(directions={names[i % len(names)]: 2.0 + i}))
                 for i in range(streams)]
     drivers = [FrameDriver(s, name=f"cam{i}").start() for i, s in enumerate(sessions)]
@@ -78,6 +90,8 @@ def run_once(E, deltas, frames: list, streams: int, batched: bool, seconds: floa
         start = _snapshot(effect, drivers, sessions)
         time.sleep(seconds)
         end = _snapshot(effect, drivers, sessions)
+        wire = wire_bytes(seen) if serving else None
+        replica = effect.backend.handle.stats.remote().result(timeout_s=60) if serving else None
     finally:
         stop.set()
         for f in feeders:
@@ -86,7 +100,59 @@ def run_once(E, deltas, frames: list, streams: int, batched: bool, seconds: floa
             d.stop(drain=False)
             s.close()
         effect.close()
-    return _result(streams, batched, seconds, start, end, drivers, sessions, config.staleness_for(device))
+    row = _result(streams, batched, seconds, start, end, drivers, sessions,
+                  config.staleness_for(effect.info.device_type))
+    if serving:
+        row.update(backend="ray", replicas=config.replicas, wire_bytes_per_face=wire,
+                   mean_batch_per_replica=_per_replica(start["backend"], end["backend"]),
+                   cpus_per_replica=config.cpus_per_replica, threads_per_replica=replica["threads"])
+    return row
+
+
+def _per_replica(start: dict, end: dict) -> dict:
+    """{replica: faces per pass} over the measured span (the Ray backend's per-replica counters)."""
+    out = {}
+    for rid, r in end.get("replicas", {}).items():
+        a = start.get("replicas", {}).get(rid, {"batches": 0, "batch_faces": 0})
+        passes = r["batches"] - a["batches"]
+        out[rid] = round((r["batch_faces"] - a["batch_faces"]) / passes, 2) if passes else 0.0
+    return out
+
+
+def spy_wire(effect) -> dict:
+    """Wrap the backend's submit: keep the first (request, reply) whose reply carries a memory."""
+    seen: dict = {}
+    submit = effect.backend.submit
+
+    def keep(jobs, future):
+        if "reply" not in seen and not future.cancelled() and future.exception() is None:
+            edits = future.result()
+            if edits and edits[0].memory is not None:
+                seen.update(request=jobs[0], reply=edits[0])
+
+    def spying(stream_id, jobs):
+        future = submit(stream_id, jobs)
+        future.add_done_callback(lambda f: keep(list(jobs), f))
+        return future
+
+    effect.backend.submit = spying
+    return seen
+
+
+def wire_bytes(seen: dict) -> dict | None:
+    """Pickled bytes of one face's request (crop + coefficients + the memory of its last edit) and reply (edit +
+    base + new memory + timing), as Ray ships them; None when no edit came back."""
+    import pickle  # noqa: PLC0415
+
+    from stream.editor import FaceJob  # noqa: PLC0415
+
+    if "reply" not in seen:
+        return None
+    job, edit = seen["request"], seen["reply"]
+    request = len(pickle.dumps([FaceJob(job.crop, job.coefficients, edit.memory)], protocol=5))
+    reply = len(pickle.dumps([edit], protocol=5))
+    return {"request": request, "reply": reply, "memory": edit.memory.nbytes, "crop": int(job.crop.nbytes),
+            "memory_share": round(2 * edit.memory.nbytes / (request + reply), 3)}
 
 
 def _camera(driver, frames: list, offset: int, stop: threading.Event) -> None:
@@ -101,7 +167,10 @@ def _camera(driver, frames: list, offset: int, stop: threading.Event) -> None:
 
 
 def _snapshot(effect, drivers, sessions) -> dict:
-    return {"t": time.monotonic(), "backend": effect.stats(), "out": [d.processed for d in drivers],
+    import os  # noqa: PLC0415
+
+    return {"t": time.monotonic(), "cpu_s": sum(os.times()[:2]), "backend": effect.stats(),
+            "out": [d.processed for d in drivers],
             "in": [d.frames_in for d in drivers], "lat_n": [len(d.latencies()) for d in drivers],
             "edits": [s.counters.edits for s in sessions]}
 
@@ -121,7 +190,10 @@ def _result(streams, batched, seconds, start, end, drivers, sessions, bound_ms) 
             "max_edit_age_ms": round(max(s.counters.max_edit_age_ms for s in sessions), 1),
             "staleness_ms": bound_ms, "edited_frame_share": round(
                 sum(s.counters.edited for s in sessions) / max(1, sum(s.counters.frames for s in sessions)), 3),
-            "errors": sum(s.errors.total for s in sessions) + end["backend"]["errors"]}
+            "errors": sum(s.errors.total for s in sessions) + end["backend"]["errors"],
+            # CPU cores this process used per stream: with --backend ray the front end alone (replicas are other
+            # processes): landmarks, alignment, paste-back, the Ray client; WebRTC coding not included
+            "process_cores_per_stream": round((end["cpu_s"] - start["cpu_s"]) / span / streams, 3)}
 
 
 def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, seconds: float = 3.0,
@@ -154,7 +226,9 @@ def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, s
 
 def run(streams: Sequence[int], config: str, seconds: float, warmup_s: float, device: str, max_batch: int,
         gather_ms: float, staleness_ms: float | None, size: tuple[int, int], with_report: bool = True,
+        replicas: Sequence[int] | None = None, ray_address: str = "local", cpus_per_replica: float = 1.0,
         landmarks: str = "mediapipe") -> dict:
+    """In-process (replicas None): batched and one-at-a-time per stream count. Ray: batched per replica count."""
     import torch  # noqa: PLC0415
 
     from engine.runtime import resolve_device  # noqa: PLC0415
@@ -163,17 +237,55 @@ def run(streams: Sequence[int], config: str, seconds: float, warmup_s: float, de
     G, E, deltas = build(config)
     frames, landmarker = camera_frames(90, size, landmarks)
     runs = []
-    for n in streams:
-        for batched in (False, True):
+    plan = [(n, b, None) for n in streams for b in (False, True)] if replicas is None else \
+        [(n, True, {"serve": "ray", "ray_address": ray_address, "ray_app": f"bench-r{r}", "replicas": r,
+                    "cpus_per_replica": cpus_per_replica}) for r in replicas for n in streams]
+    with _ray_session(ray_address if replicas is not None else None):
+        for n, batched, serving in plan:
             row = run_once(E, deltas, frames, n, batched, seconds, warmup_s, dev, max_batch, gather_ms,
-                           staleness_ms, landmarker)
+                           staleness_ms, serving, landmarker)
             runs.append(row)
             print(_line(row), flush=True)
-    consistency = temporal(E, deltas, frames, dev, staleness_ms, landmarker=landmarker) if with_report else None
-    return {"temporal": consistency,"benchmark": "stream.bench_streams", "config": config, "resolution": G.resolution, "device": dev,
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "frame": [size[1], size[0]],
-            "seconds": seconds, "warmup_s": warmup_s, "max_batch": max_batch, "gather_ms": gather_ms,
-            "camera_fps": FPS, "landmarks": landmarks, "runs": runs, "batched_over_single": _ratios(runs)}
+    consistency = temporal(E, deltas, frames, dev, staleness_ms, landmarker=landmarker) if with_report and replicas is None else None
+    result = {"temporal": consistency, "benchmark": "stream.bench_streams", "config": config,
+              "resolution": G.resolution, "device": dev, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "frame": [size[1], size[0]], "seconds": seconds,
+              "warmup_s": warmup_s, "max_batch": max_batch, "gather_ms": gather_ms, "camera_fps": FPS, "landmarks": landmarks, "runs": runs,
+              "batched_over_single": _ratios(runs), "backend": "local" if replicas is None else "ray"}
+    if replicas is not None:
+        result.update(replicas=list(replicas), replicas_over_one=_replica_ratios(runs), ray_address=ray_address,
+                      wire_bytes_per_face=next((r["wire_bytes_per_face"] for r in runs if r["wire_bytes_per_face"]),
+                                               None))
+    return result
+
+
+class _ray_session:
+    """With "local": one private Ray on 127.0.0.1 for every run of the benchmark (not one per run)."""
+
+    def __init__(self, address: str | None):
+        self.local = address == "local"
+
+    def __enter__(self):
+        if self.local:
+            from stream.serving.ray_backend import connect  # noqa: PLC0415
+
+            connect("local")
+        return self
+
+    def __exit__(self, *exc):
+        if self.local:
+            import ray  # noqa: PLC0415
+            from ray import serve  # noqa: PLC0415
+
+            serve.shutdown()
+            ray.shutdown()
+
+
+def _replica_ratios(runs: list) -> dict:
+    """{streams: edits/s with the most replicas / with 1 replica}."""
+    by = {(r["streams"], r["replicas"]): r["edits_per_s"] for r in runs}
+    most = max(r["replicas"] for r in runs)
+    return {str(n): round(by[(n, most)] / by[(n, 1)], 2) for n, r in by if r == most and by.get((n, 1))}
 
 
 def _ratios(runs: list) -> dict:
@@ -183,20 +295,35 @@ def _ratios(runs: list) -> dict:
 
 
 def _line(r: dict) -> str:
-    return (f"{r['streams']:>7} {'batched' if r['batched'] else 'single':>8} {r['edits_per_s']:>10.2f} "
+    mode = f"ray x{r['replicas']}" if r.get("backend") == "ray" else "batched" if r["batched"] else "single"
+    return (f"{r['streams']:>7} {mode:>8} {r['edits_per_s']:>10.2f} "
             f"{r['output_fps_per_stream']:>9.1f} {r['min_output_fps']:>8.1f} {str(r['p95_latency_ms']):>9} "
-            f"{r['mean_batch']:>6.2f} {r['max_edit_age_ms']:>10.0f} {r['edited_frame_share']:>7.2f}")
+            f"{r['mean_batch']:>6.2f} {r['max_edit_age_ms']:>10.0f} {r['edited_frame_share']:>7.2f} "
+            f"{r['process_cores_per_stream']:>12.3f}")
 
 
 def format_table(result: dict) -> str:
     head = (f"{'streams':>7} {'mode':>8} {'edits/s':>10} {'out fps':>9} {'min fps':>8} {'p95 ms':>9} "
-            f"{'batch':>6} {'max age ms':>10} {'edited':>7}")
+            f"{'batch':>6} {'max age ms':>10} {'edited':>7} {'cores/stream':>12}")
     lines = [f"# stream.bench_streams -- config {result['config']} (G {result['resolution']}px), "
              f"{result['device']}, torch {result['torch']} {result['threads']} threads, cameras at "
              f"{result['camera_fps']:g} fps {result['frame'][0]}x{result['frame'][1]}, {result['seconds']:g} s each",
              head, "-" * len(head)] + [_line(r) for r in result["runs"]]
-    lines.append("batched / one-at-a-time edits per second: " +
-                 ", ".join(f"{n} streams {x:.2f}x" for n, x in result["batched_over_single"].items()))
+    if result["batched_over_single"]:
+        lines.append("batched / one-at-a-time edits per second: " +
+                     ", ".join(f"{n} streams {x:.2f}x" for n, x in result["batched_over_single"].items()))
+    if result.get("replicas_over_one"):
+        lines.append(f"{max(result['replicas'])} replicas / 1 replica edits per second: " +
+                     ", ".join(f"{n} streams {x:.2f}x" for n, x in result["replicas_over_one"].items()))
+        for r in result["runs"]:
+            lines.append(f"  {r['streams']} streams, {r['replicas']} replica(s) ({r['cpus_per_replica']:g} CPU, "
+                         f"{r['threads_per_replica']} torch threads each): faces per pass per replica "
+                         f"{r['mean_batch_per_replica']}")
+    wire = result.get("wire_bytes_per_face")
+    if wire:
+        lines.append(f"bytes per face per frame: request {wire['request']:,}, reply {wire['reply']:,} (memory "
+                     f"{wire['memory']:,} each way = {wire['memory_share']:.0%} of the traffic; crop "
+                     f"{wire['crop']:,})")
     t = result.get("temporal")
     if t:
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
@@ -223,20 +350,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(machines without MediaPipe, e.g. the GPU check; $MICROMOTION_FACE_LANDMARKS)")
     p.add_argument("--no-report", action="store_true",
                    help="skip the temporal-consistency measurement of one live camera (stream.report)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: the in-process batching editor (default); ray: a Ray Serve deployment")
+    p.add_argument("--replicas", default="1",
+                   help="--backend ray: comma-separated replica counts, e.g. 1,2 (default 1); one core each here")
+    p.add_argument("--cpus-per-replica", type=float, default=1.0,
+                   help="--backend ray: CPU cores reserved per replica (default 1; Ray sizes torch's threads by it)")
+    p.add_argument("--ray-address", default="local",
+                   help="--backend ray: local (a private Ray on 127.0.0.1, default), auto or ray://HOST:PORT")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = p.parse_args(argv)
     try:
         streams = [int(x) for x in args.streams.split(",") if x.strip()]
+        replicas = [int(x) for x in args.replicas.split(",") if x.strip()]
         w, h = (int(v) for v in args.size.lower().split("x"))
-        if not streams or min(streams) < 1 or w < 64 or h < 64:
+        if not streams or min(streams) < 1 or not replicas or min(replicas) < 1 or w < 64 or h < 64:
             raise ValueError
     except ValueError:
-        print("error: --streams takes positive integers like 1,2,4,8 and --size WxH like 640x480", file=sys.stderr)
+        print("error: --streams and --replicas take positive integers like 1,2,4,8 and --size WxH like 640x480",
+              file=sys.stderr)
         return 2
     print(f"{'streams':>7} {'mode':>8} {'edits/s':>10} {'out fps':>9} {'min fps':>8} {'p95 ms':>9} {'batch':>6} "
-          f"{'max age ms':>10} {'edited':>7}", flush=True)
-    result = run(streams, args.config, args.seconds, args.warmup, args.device, args.max_batch, args.gather_ms,
-                 args.staleness_ms, (h, w), with_report=not args.no_report, landmarks=args.landmarks)
+          f"{'max age ms':>10} {'edited':>7} {'cores/stream':>12}", flush=True)
+    try:
+        result = run(streams, args.config, args.seconds, args.warmup, args.device, args.max_batch, args.gather_ms,
+                     args.staleness_ms, (h, w), with_report=not args.no_report,
+                     replicas=replicas if args.backend == "ray" else None, ray_address=args.ray_address,
+                     cpus_per_replica=args.cpus_per_replica, landmarks=args.landmarks)
+    except ValueError as exc:  # e.g. RayUnavailable: one line naming the address
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     report(format_table(result), result, args.json)
     return 0
 

@@ -42,9 +42,11 @@ class Effect:
                  landmarker_factory: Callable[[], Any] | None = None):  # () -> detect(frame); None -> MediaPipe
         self.config = config = config or EffectConfig()
         if backend is None:
-            if editor is None:  # raises WeightsMissing when a network is not downloaded (Effect.open does not)
+            if editor is None and not config.remote:  # WeightsMissing when a network is not downloaded (open: not)
                 editor = build_editor(config, generator=generator, encoder=encoder, directions=directions)
-            backend = make_backend(editor, config, batching)
+            networks = (generator, encoder, directions)   # injected ones travel to Ray replicas (tests, benches)
+            backend = make_backend(editor, config, batching,
+                                   networks=networks if any(n is not None for n in networks) else None)
         self.backend = backend
         self.editor = getattr(backend, "editor", editor)
         self._landmarker_factory = landmarker_factory
@@ -53,6 +55,8 @@ class Effect:
     def open(cls, config: EffectConfig | None = None, batching: bool = True, **kwargs) -> "Effect":
         """The effect every door starts: full, or a stand-in (networks missing, --tracking-only) with a notice."""
         factory = kwargs.pop("landmarker_factory", None)
+        if config is not None and config.remote:  # the networks load in the Ray Serve replicas
+            return cls(config, batching=batching, landmarker_factory=factory, **kwargs)
         editor = load_editor(config, **kwargs)
         return cls(config, editor=editor, batching=batching, landmarker_factory=factory)
 
@@ -135,9 +139,15 @@ class Effect:
         self.backend.close()
 
 
-def make_backend(editor, config: EffectConfig, batching: bool):
-    """InlineBackend (synchronous) or BatchingBackend (one worker for every stream) around `editor`."""
+def make_backend(editor, config: EffectConfig, batching: bool, networks: tuple | None = None):
+    """InlineBackend (synchronous) or BatchingBackend (one worker for every stream) around `editor`; with
+    `--serve ray` and no editor here, the Ray Serve deployment (networks: (G, E, directions) to ship, or None)."""
     from stream.serving.local import BatchingBackend, InlineBackend  # noqa: PLC0415
+
+    if editor is None and config.remote:
+        from stream.serving.ray_backend import RayBackend  # noqa: PLC0415
+
+        return RayBackend(config, networks=networks)
 
     if batching and editor.info.available:
         return BatchingBackend(editor, gather_ms=config.gather_ms, max_batch=config.max_batch)

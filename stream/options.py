@@ -13,6 +13,7 @@ from pathlib import Path
 from stream.controls import PASTE_MODES
 
 MODES = ("live", "paper")
+SERVE_CHOICES = ("local", "ray")   # where the editor runs: in this process, or as a Ray Serve deployment
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
 # How old an edit may be and still be re-pasted on the current frame, per device type (ms). Chosen by measurement
 # (README "What a CPU user sees"): a GPU refreshes edits in tens of ms; a CPU takes about a second per edit at
@@ -49,6 +50,13 @@ class EffectConfig:
     tracking_only: bool = False             # no networks: track and draw the face only
     demo: bool = False                      # no networks: tint faces by direction (stream.demo.TintEditor)
     profile: bool = False                   # synchronise CUDA at stage boundaries (honest per-stage timings)
+    serve: str = "local"                    # the editor: "local" (in this process) | "ray" (Ray Serve replicas)
+    ray_address: str = "auto"               # ray: "auto" (this machine's cluster) | "ray://HOST:PORT" | HOST:PORT |
+                                            #      "local" (a private Ray on 127.0.0.1, started and stopped here)
+    ray_app: str = "micromotion"            # ray: the Serve application; used when running, else deployed from here
+    replicas: int = 1                       # ray, when deploying from here: editor replicas
+    gpus_per_replica: float | None = None   # ray, when deploying from here: None -> 1 if the cluster has GPUs, else 0
+    cpus_per_replica: float = 1.0           # ray, when deploying from here: CPU cores reserved per replica
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -75,6 +83,12 @@ class EffectConfig:
             raise ValueError(f"gather_ms must be in [0, 1000], got {self.gather_ms!r}")
         if self.staleness_ms is not None and not self.staleness_ms >= 0:
             raise ValueError(f"staleness_ms must be >= 0 (0: never re-paste an old edit), got {self.staleness_ms!r}")
+        check_serving(self)
+
+    @property
+    def remote(self) -> bool:
+        """True when the networks run in Ray Serve replicas, not in this process (stand-ins stay here)."""
+        return self.serve == "ray" and not self.tracking_only
 
     def staleness_for(self, device_type: str) -> float:
         """The staleness bound in ms for a device type ("cpu", "cuda"): the configured one, else the default."""
@@ -128,6 +142,39 @@ def add_effect_arguments(parser: argparse.ArgumentParser) -> None:
                    help="no networks: show the face tracking only")
     g.add_argument("--demo", action="store_true", default=None,
                    help="no networks: tint each face by a colour per direction (the whole live path, no weights)")
+    g.add_argument("--serve", default=None, choices=SERVE_CHOICES,
+                   help="where the editor's networks run: local (in this process, default) or ray (a Ray Serve "
+                        "deployment of GPU replicas batching faces across streams; README \"Scaling out with Ray "
+                        "Serve\")")
+    g.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="--serve ray: the cluster: auto (the one this machine belongs to, default), "
+                        "ray://HOST:PORT (Ray Client), HOST:PORT, or local (a private Ray on 127.0.0.1)")
+    g.add_argument("--ray-app", default=None, metavar="NAME",
+                   help="--serve ray: the Serve application to use (default micromotion); deployed from these "
+                        "flags when it is not running")
+    g.add_argument("--replicas", type=int, default=None,
+                   help="--serve ray, when deploying: editor replicas (default 1)")
+    g.add_argument("--gpus-per-replica", type=float, default=None,
+                   help="--serve ray, when deploying: GPUs per replica, e.g. 0.5 for two replicas per GPU "
+                        "(default 1 when the cluster has GPUs, else 0)")
+    g.add_argument("--cpus-per-replica", type=float, default=None,
+                   help="--serve ray, when deploying: CPU cores reserved per replica (default 1)")
+
+
+def check_serving(config: EffectConfig) -> None:
+    """One-line ValueError for serving options that cannot work."""
+    if config.serve not in SERVE_CHOICES:
+        raise ValueError(f"unknown --serve {config.serve!r}; use one of {', '.join(SERVE_CHOICES)}")
+    if not isinstance(config.ray_address, str) or not config.ray_address.strip():
+        raise ValueError("--ray-address is empty; give auto, local, ray://HOST:PORT or HOST:PORT")
+    if not isinstance(config.ray_app, str) or not config.ray_app.strip() or "#" in config.ray_app:
+        raise ValueError(f"--ray-app {config.ray_app!r} is not a usable application name (non-empty, no '#')")
+    if not isinstance(config.replicas, int) or isinstance(config.replicas, bool) or config.replicas < 1:
+        raise ValueError(f"replicas must be a positive integer, got {config.replicas!r}")
+    for name in ("gpus_per_replica", "cpus_per_replica"):
+        value = getattr(config, name)
+        if value is not None and not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
 
 
 _ARG_TO_FIELD = {"direction": "directions"}

@@ -72,13 +72,18 @@ def test_browser_without_weights_tracks_the_face_and_says_how_to_get_them(tmp_pa
 
 
 @pytest.mark.browser
-def test_browser_full_effect_tiny_weights_alpha_slider_edits_the_face(tmp_path, faces_dir):
+@pytest.mark.parametrize("serve", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_browser_full_effect_tiny_weights_alpha_slider_edits_the_face(tmp_path, faces_dir, serve):
     """The full Effect (landmarks → align → ReStyle encoder → edit → generator → paste) with tiny random
-    weights loaded from disk by `python -m web`; moving the α slider edits the face in the returned video."""
+    weights loaded from disk by `python -m web`; moving the α slider edits the face in the returned video.
+    serve="ray": the networks run in a Ray Serve replica of a private Ray on 127.0.0.1 (`--serve ray`)."""
+    from ray_support import web_serving
     from tiny_weights import server_args, write_tiny_weights
 
     weights = write_tiny_weights(tmp_path / "weights")
-    report = run_probe(tmp_path, faces_dir / "01.jpg", server_args(weights))
+    with web_serving(serve) as (serve_args, env):
+        report = run_probe(tmp_path, faces_dir / "01.jpg", server_args(weights) + serve_args, extra_env=env)
+    assert ("editor on Ray Serve" in (tmp_path / "work" / "server.log").read_text()) == (serve == "ray")
     _check_stream(report)
     assert report["after_3s"]["stats"]["mode"] == "full"
     assert report["notice"] is None
