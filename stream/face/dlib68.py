@@ -111,7 +111,8 @@ def box_from_dlib68(landmarks68: np.ndarray) -> np.ndarray:
 
 
 class ShapePredictor68(Closeable):
-    """dlib's 68-point shape predictor on a given box (≈1 ms per face).
+    """dlib's 68-point shape predictor on a given box (≈3 ms of CPU per box on this project's loaded 2-core
+    machine; dlib quotes ~1 ms).
 
     Only a region around the box is converted to RGB (the predictor reads pixels near its current shape, well
     inside ``margin`` box sides around the box); the result equals a run on the whole frame.
@@ -170,8 +171,8 @@ class ShapePredictor68(Closeable):
 class HogFaceDetector(Closeable):
     """dlib's HOG frontal face detector with the official scripts' settings (``detector(img, 1)``).
 
-    Slow (≈0.1 s for 640×480, ≈0.4 s for 1024², 13 s for a 12-megapixel picture, on one loaded core) and blind
-    to many paintings: used where exactness is worth it (still images), never per video frame.
+    Slow (≈0.1 s of CPU for 640×480, ≈0.4 s for 1024², 13 s and 0.7 GB for a 12-megapixel picture) and blind
+    to many paintings: used where exactness is worth it (stills, offline clips), never per live frame.
     """
 
     def __init__(self,
@@ -221,7 +222,7 @@ class FaceVerifier(Closeable):
 
     The candidate region (2 box sides around :func:`box_from_mediapipe`) is resampled so the face is ~100 px; dlib's
     HOG detector (≈5 ms) accepts it when it finds a face there with score ≥ ``hog_accept``; otherwise dlib's CNN
-    (MMOD) detector decides (≈0.1–0.3 s on a CPU; it finds the painted and turned faces HOG misses). Measured: the
+    (MMOD) detector decides (≈0.14 s of CPU; it finds the painted and turned faces HOG misses). Measured: the
     real faces of the tests (photos, paintings, a sculpture; rolled ±15°) all pass (CNN confidence ≥ 0.85);
     wheels, a colour wheel, the moon, a motorbike and synthetic cars give no CNN detection at all.
     """

@@ -128,9 +128,9 @@ class FaceTracker(Closeable):
                  aligner: str = "dlib68",            # "dlib68": the official recipe's landmarks (dlib's 68-point
                                                      # predictor on the face's box); "mediapipe": MediaPipe's.
                  dlib_box: str = "auto",             # Where dlib's predictor starts: "track" (a box made from the
-                                                     # MediaPipe landmarks, ~1 ms), "hog" (dlib's HOG detector box
+                                                     # MediaPipe landmarks, ~3 ms/box), "hog" (dlib's HOG box
                                                      # when it finds the face: the official recipe exactly;
-                                                     # 0.1-1 s per image), "auto": hog for stills, track for video.
+                                                     # 0.1-1 s per frame), "auto": hog for stills, track for video.
                  hog_max_pixels: int = 4_000_000,    # Bigger frames use the track box (HOG on 12 Mpx: 13 s, 0.7 GB).
                  disagree_at: float = 0.06,          # Quad distance (fraction of the side) where the two landmark
                                                      # sets disagree and dlib's shape is double-checked.
