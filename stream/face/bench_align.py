@@ -23,7 +23,7 @@ import json
 import logging
 import statistics
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
@@ -243,9 +243,10 @@ def redetect_table(pictures: Dict[str, np.ndarray], official, size: int = 1024,
             if ref is None:
                 continue
             target = canonical_eye_mouth(ref, size)
+            mp_quad = ffhq_quad(face.raw_landmarks)
             crops = {"official": _rgb(official_crop(_rgb(picture), ref, size, transform_size)),
                      "default": face.aligned.crop,
-                     "mediapipe": align_face(picture, face.raw_landmarks, size, quad=ffhq_quad(face.raw_landmarks)).crop}
+                     "mediapipe": align_face(picture, face.raw_landmarks, size, quad=mp_quad).crop}
             row = {"face": name}
             for kind, crop in crops.items():
                 found = official.nearest(_rgb(crop), target[:2].mean(0))
@@ -360,10 +361,11 @@ def print_report(result: dict) -> None:
     for clip in ("still", "moving"):
         for v in CLIP_VARIANTS:
             rows = [r[v] for r in result["clips"] if r["clip"] == clip]
-            if rows:
-                print(f"  {clip:6s} {v:9s} median of medians {statistics.median(x['err_median'] for x in rows):.2f}%"
-                      f"  worst {max(x['err_worst'] for x in rows):.2f}%"
-                      + (f"  centre {statistics.median(x['err_centre'] for x in rows):.2f}%" if clip == "still" else ""))
+            if not rows:
+                continue
+            centre = (f"  centre {statistics.median(x['err_centre'] for x in rows):.2f}%" if clip == "still" else "")
+            print(f"  {clip:6s} {v:9s} median of medians {statistics.median(x['err_median'] for x in rows):.2f}%"
+                  f"  worst {max(x['err_worst'] for x in rows):.2f}%" + centre)
     print("\n4. negatives: faces found (MediaPipe alone in still mode / tracker still / tracker video)")
     for r in result["negatives"]:
         print(f"{r['picture']:20s} {r['mediapipe_still']} / {r['still']} / {r['video']}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import threading
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -54,6 +55,19 @@ MEDIAPIPE_68 = (34, 227, 177, 215, 172, 136, 149, 148, 152, 377, 378, 394, 397, 
 # 9% in side (the detector's 6/5 scale steps and 8-pixel cells). (dx, dy, k):
 BOX_FROM_MEDIAPIPE = (-0.0245, -0.1617, 2.8734)   # points: MEDIAPIPE_68 of the [478, 2] mesh
 BOX_FROM_DLIB68 = (-0.0190, -0.1636, 2.8088)      # points: dlib's 68
+
+
+_SHARED: dict = {}               # model file → loaded dlib shape predictor (≈90 MB, 1.2 s to load): one per process
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_predictor(dlib, path: Path):
+    """The process's one loaded predictor for this model file (its call is read-only: streams share it)."""
+    with _SHARED_LOCK:
+        key = str(Path(path).resolve())
+        if key not in _SHARED:
+            _SHARED[key] = dlib.shape_predictor(key)
+        return _SHARED[key]
 
 
 def _import_dlib():
@@ -112,11 +126,11 @@ def box_from_dlib68(landmarks68: np.ndarray) -> np.ndarray:
 
 class ShapePredictor68(Closeable):
     """dlib's 68-point shape predictor on a given box (≈3 ms of CPU per box on this project's loaded 2-core
-    machine; dlib quotes ~1 ms).
+    machine; dlib quotes ~1 ms). The model (≈90 MB) is loaded once per process and shared by all instances.
 
     Only a region around the box is converted to RGB (the predictor reads pixels near its current shape, well
     inside ``margin`` box sides around the box); the result equals a run on the whole frame.
-    Not thread-safe: one instance per stream.
+    One instance per stream; the shared model is only read.
     """
 
     def __init__(self,
@@ -127,7 +141,7 @@ class ShapePredictor68(Closeable):
         self.model = Path(model) if model is not None else model_path(SHAPE_MODEL)
         self.margin = float(margin)
         self._dlib = dlib
-        self._predictor = dlib.shape_predictor(str(self.model))
+        self._predictor = _shared_predictor(dlib, self.model)
 
     def __call__(self, frame_bgr: np.ndarray, box: np.ndarray, scales: Tuple[float, ...] = (1.0,)) -> np.ndarray:
         """68 landmarks of the face in ``box``.
