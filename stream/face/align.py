@@ -73,10 +73,31 @@ class AlignedFace:
 
 
 def ffhq_quad(landmarks: np.ndarray, eye_mode: str = "contour") -> np.ndarray:
-    """The FFHQ oriented quad [4, 2] float64 (TL, BL, BR, TR) from [478, 2] landmarks (frame pixels)."""
-    lm = _check_landmarks(landmarks)
-    eye_left, eye_right = eye_centers(lm, eye_mode)
-    mouth_left, mouth_right = mouth_corners(lm)
+    """The FFHQ oriented quad [4, 2] float64 (TL, BL, BR, TR) from [478, 2] MediaPipe landmarks (frame pixels)."""
+    return quad_from_points(recipe_points(_check_landmarks(landmarks), eye_mode))
+
+
+def recipe_points(landmarks: np.ndarray, eye_mode: str = "contour") -> np.ndarray:
+    """The four points the FFHQ recipe reads, from [478, 2] MediaPipe landmarks: float64 [4, 2] rows
+    eye_left, eye_right (eye-contour means), mouth_left, mouth_right (outer corners), image-left first."""
+    eye_left, eye_right = eye_centers(landmarks, eye_mode)
+    mouth_left, mouth_right = mouth_corners(landmarks)
+    return np.stack([eye_left, eye_right, mouth_left, mouth_right])
+
+
+def quad_from_points(points: np.ndarray) -> np.ndarray:
+    """The FFHQ oriented quad [4, 2] float64 (TL, BL, BR, TR) from the recipe's four points.
+
+    Args:
+        points: [4, 2] eye_left, eye_right, mouth_left, mouth_right in frame pixels (any landmark set:
+                :func:`recipe_points` for MediaPipe, :func:`stream.face.dlib68.recipe_points` for dlib's 68).
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape != (4, 2):
+        raise ValueError(f"expected the recipe's 4 points [4, 2], got {list(pts.shape)}")
+    if not np.all(np.isfinite(pts)):
+        raise ValueError("landmarks contain NaN or inf; pass the output of a landmarker")
+    eye_left, eye_right, mouth_left, mouth_right = pts
     eye_avg = (eye_left + eye_right) * 0.5
     eye_to_eye = eye_right - eye_left
     mouth_avg = (mouth_left + mouth_right) * 0.5
@@ -89,6 +110,13 @@ def ffhq_quad(landmarks: np.ndarray, eye_mode: str = "contour") -> np.ndarray:
     y = _rot90(x)
     c = eye_avg + eye_to_mouth * 0.1
     return np.stack([c - x - y, c - x + y, c + x + y, c + x - y]).astype(np.float64)
+
+
+def quad_distance(quad: np.ndarray, reference: np.ndarray) -> float:
+    """Mean distance between corresponding corners of two quads, as a fraction of the reference's side."""
+    quad, reference = np.asarray(quad, np.float64), np.asarray(reference, np.float64)
+    side = np.hypot(*(reference[3] - reference[0]))
+    return float(np.linalg.norm(quad - reference, axis=1).mean() / max(side, 1e-9))
 
 
 def face_scale(landmarks: np.ndarray) -> float:
@@ -236,10 +264,12 @@ def eye_mouth_points(landmarks: np.ndarray, eye_mode: str = "contour") -> np.nda
 
 def eye_mouth_geometry(landmarks: np.ndarray) -> tuple[float, float]:
     """(ratio, shear) of a face for :func:`ffhq_canonical_points`: eye_to_mouth in units of eye_to_eye,
-    split into its components perpendicular to and along eye_to_eye."""
-    el, er, mouth = eye_mouth_points(landmarks)
+    split into its components perpendicular to and along eye_to_eye. Takes [478, 2] MediaPipe landmarks or the
+    recipe's four points [4, 2] (eye_left, eye_right, mouth_left, mouth_right) of any landmark set."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    el, er, ml, mr = lm if lm.shape == (4, 2) else recipe_points(lm)
     e2e = er - el
-    e2m = mouth - (el + er) / 2
+    e2m = (ml + mr) / 2 - (el + er) / 2
     e2 = float(e2e @ e2e)
     shear = float(e2m @ e2e) / e2
     ratio = float(e2m @ _rot90(e2e)) / e2

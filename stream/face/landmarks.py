@@ -89,6 +89,9 @@ class FaceMeshLandmarker(Closeable):
                                                           # windows (finds small faces in big pictures).
                                                           # None: on in still-image mode, off in video mode
                                                           # (it would disturb the tracker and cost time).
+                 verify_tiles: bool = True,               # A face found only by the tile search must pass
+                                                          # dlib's second opinion (stream.face.dlib68
+                                                          # .FaceVerifier): the search finds "faces" in wheels.
                  ):
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
@@ -99,6 +102,12 @@ class FaceMeshLandmarker(Closeable):
         self.video_mode = bool(video_mode)
         self.max_side = max_side
         self.tile_fallback = (not video_mode) if tile_fallback is None else bool(tile_fallback)
+        self._verifier = None
+        if self.tile_fallback and verify_tiles:
+            from stream.face.dlib68 import FaceVerifier  # noqa: PLC0415 (dlib: lazy)
+
+            self._verifier = FaceVerifier()
+        self.rejected_tiles = 0  # tile-search candidates the second opinion turned down (all calls)
         self.num_landmarks = NUM_LANDMARKS if refine else 468
         face_mesh = _import_face_mesh()
         self._mesh = face_mesh.FaceMesh(
@@ -131,7 +140,8 @@ class FaceMeshLandmarker(Closeable):
         return faces
 
     def _detect_tiles(self, frame_bgr: np.ndarray) -> List[np.ndarray]:
-        """Search square windows (side 0.6 × the short side, half-window stride); de-duplicate by eye centre."""
+        """Search square windows (side 0.6 × the short side, half-window stride); de-duplicate by eye centre;
+        keep the candidates dlib's second opinion accepts."""
         h, w = frame_bgr.shape[:2]
         side = int(min(h, w) * 0.6)
         if side < 64:
@@ -148,11 +158,20 @@ class FaceMeshLandmarker(Closeable):
                     centre = pts[list(EYE_LEFT_CONTOUR + EYE_RIGHT_CONTOUR)].mean(0)
                     size = np.ptp(pts[:, 0])
                     if all(np.hypot(*(centre - f[list(EYE_LEFT_CONTOUR + EYE_RIGHT_CONTOUR)].mean(0)))
-                           > 0.3 * size for f in faces):
+                           > 0.3 * size for f in faces) and self._accept_tile(frame_bgr, pts):
                         faces.append(pts)
                     if len(faces) >= self.max_faces:
                         return faces
         return faces
+
+    def _accept_tile(self, frame_bgr: np.ndarray, landmarks: np.ndarray) -> bool:
+        if self._verifier is None:
+            return True
+        verdict = self._verifier(frame_bgr, landmarks)
+        if not verdict.is_face:
+            self.rejected_tiles += 1
+            logger.debug("tile-search candidate rejected (%s score %.2f)", verdict.method, verdict.score)
+        return verdict.is_face
 
     def _detect_once(self, frame_bgr: np.ndarray) -> List[np.ndarray]:
         import cv2
@@ -178,6 +197,9 @@ class FaceMeshLandmarker(Closeable):
         if self._mesh is not None:
             self._mesh.close()
             self._mesh = None
+        if self._verifier is not None:
+            self._verifier.close()
+            self._verifier = None
 
     def __del__(self):  # best effort
         try:

@@ -106,3 +106,48 @@ class LandmarkSmoother:
             raise ValueError(f"LandmarkSmoother expects [N, 2] landmarks, got {list(lm.shape)}")
         scale = max(float(np.ptp(lm[:, 0])), 1.0)  # face width in pixels
         return self.filter(lm, t, speed_scale=scale).astype(np.float32)
+
+
+class SettlingLowPass:
+    """First-order low-pass whose first samples are averaged evenly: sample n gets weight max(1/n, alpha(cutoff)).
+
+    For a slowly varying quantity seen through noise (e.g. the offset between two landmark sets): the running mean
+    settles as fast as the data allows, then the filter becomes an exponential one with the given cutoff.
+    """
+
+    def __init__(self,
+                 cutoff: float = 0.15,      # Hz once settled.
+                 ):
+        if not cutoff > 0:
+            raise ValueError(f"cutoff must be > 0 Hz, got {cutoff!r}")
+        self.cutoff = float(cutoff)
+        self.reset()
+
+    def reset(self) -> None:
+        self._x: Optional[np.ndarray] = None
+        self._t: Optional[float] = None
+        self._n = 0
+
+    @property
+    def value(self) -> Optional[np.ndarray]:
+        """The current output (None before the first sample)."""
+        return None if self._x is None else self._x.copy()
+
+    def restart(self, weight: int = 5) -> None:
+        """Settle again from the current output as if it were the mean of ``weight`` samples (a change of
+        target, e.g. another landmark set, is then followed in about ``weight`` samples, without a jump)."""
+        if self._x is not None:
+            self._n = max(1, int(weight))
+
+    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
+        """Filter one sample (array of a fixed shape) at time t (s) → float64 array."""
+        x = np.asarray(x, dtype=np.float64)
+        if self._x is None or x.shape != self._x.shape:
+            self._x, self._t, self._n = x.copy(), float(t), 1
+            return x.copy()
+        dt = max(float(t) - self._t, 1e-3)
+        self._n += 1
+        a = max(1.0 / self._n, _alpha(self.cutoff, dt))
+        self._x = self._x + a * (x - self._x)
+        self._t = float(t)
+        return self._x.copy()

@@ -175,3 +175,46 @@ def test_folder_without_a_face_names_the_files(tmp_path):
         cv2.imwrite(str(tmp_path / name), np.full((96, 96, 3), 128, np.uint8))
     with pytest.raises(ValueError, match=r"tried a\.png, b\.png \(2 files\)"):
         aligned_crops_from_source(tmp_path, is_folder=True, progress=False)
+
+
+def test_folder_of_stills_gives_the_official_crops(tmp_path, faces_dir):
+    """A folder is a set of stills, each aligned as the official scripts would (dlib's HOG box + 68 points):
+    the crops match our transcription of the official recipe's crop, and not MediaPipe's."""
+    import cv2
+
+    from stream.face.align import align_face, ffhq_quad
+    from stream.face.clip import aligned_crops_from_source
+    from stream.face.ffhq_recipe import OfficialLandmarks, official_crop
+    from stream.face.landmarks import FaceMeshLandmarker
+
+    names = ("01.jpg", "mona_lisa.jpg", "pope.jpg")
+    for i, name in enumerate(names):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), cv2.imread(str(faces_dir / name)))
+    crops, labels = aligned_crops_from_source(tmp_path, size=128, is_folder=True, progress=False)
+    assert labels == ["0.png", "1.png", "2.png"]
+    official = OfficialLandmarks()
+    with FaceMeshLandmarker(video_mode=False) as mp:
+        for crop, name in zip(crops, names):
+            image = cv2.imread(str(faces_dir / name))
+            rgb = np.ascontiguousarray(image[..., ::-1])
+            ref = official(rgb)[0]
+            theirs = official_crop(rgb, ref, 128, transform_size=128)[..., ::-1].astype(int)
+            lm = mp.detect(image)[0]
+            mp_crop = align_face(image, lm, 128, quad=ffhq_quad(lm)).crop.astype(int)
+            ours = np.abs(crop.astype(int) - theirs).mean()
+            assert ours < 4.0 and ours < 0.7 * np.abs(mp_crop - theirs).mean(), name
+
+
+def test_folder_of_wheels_has_no_face(tmp_path):
+    """MediaPipe alone finds 'faces' in these (a pair of tyres, a colour wheel); the aligner's second opinion
+    does not."""
+    import cv2
+
+    from stream.face.bench_align import negative_pictures
+    from stream.face.clip import aligned_crops_from_source
+
+    pictures = negative_pictures()
+    for name in ("tyres", "colorwheel"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), pictures[name])
+    with pytest.raises(ValueError, match="no face found"):
+        aligned_crops_from_source(tmp_path, is_folder=True, progress=False)

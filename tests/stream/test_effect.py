@@ -242,20 +242,23 @@ def test_temporal_restyle_refines_and_resets(tiny_nets, face_frame, face_landmar
     torch.testing.assert_close(w2, ref, rtol=1e-4, atol=1e-4)
     assert state.stats()["resets"] == 0
     moved = face_landmarks + np.array([150.0, 0.0], np.float32)  # a jump by half a face
+    moved_frame = np.ascontiguousarray(np.roll(face_frame, 150, axis=1))  # (the face moves too: it is checked)
     land.faces = [moved]
-    effect.process(face_frame, c, state)
+    effect.process(moved_frame, c, state)
     # a new track (tracker) or a jump (effect): either way ONE iteration from the average, not from w2
     (mem,) = [t.memory for t in state.faces]
-    x = torch.from_numpy(np.stack([mem_crop(effect, face_frame, moved)]))
+    x = torch.from_numpy(np.stack([mem_crop(effect, moved_frame, moved)]))
     with torch.no_grad():
         ref1 = effect.editor.E(crops_to_input(x, 64, torch.float32), n_iters=1)[0]
     torch.testing.assert_close(mem.ws, ref1, rtol=1e-4, atol=1e-4)
 
 
 def mem_crop(effect, frame, landmarks):
-    from stream.face.align import align_face
+    """The crop the effect's tracker (default aligner, no smoothing) makes of this face."""
+    from stream.face.tracking import FaceTracker
 
-    return align_face(frame, landmarks, size=effect.info.crop_size).crop
+    with FaceTracker(landmarker=ReplayLandmarker([landmarks]), align_size=effect.info.crop_size, smooth=False) as t:
+        return t.track(frame, 0.0)[0].aligned.crop
 
 
 def test_two_streams_are_independent(tiny_nets, face_frame, face_landmarks):

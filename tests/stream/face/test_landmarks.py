@@ -76,3 +76,17 @@ def test_face_oval_walks_mediapipe_oval_edges():
     edges = {frozenset(e) for e in mp.solutions.face_mesh.FACEMESH_FACE_OVAL}
     walk = {frozenset((a, b)) for a, b in zip(L.FACE_OVAL, L.FACE_OVAL[1:] + L.FACE_OVAL[:1])}
     assert walk == edges
+
+
+def test_tile_search_candidates_need_a_second_opinion():
+    """The still-image tile search finds 'faces' in the moon and a motorbike; dlib's detectors turn them down
+    (pope.jpg, found only by the tile search, passes: test_face_found_with_plausible_geometry)."""
+    from stream.face.bench_align import negative_pictures
+
+    pictures = negative_pictures()
+    with L.FaceMeshLandmarker(video_mode=False, verify_tiles=False) as bare, \
+            L.FaceMeshLandmarker(video_mode=False) as checked:
+        for name in ("moon", "motorcycle"):
+            assert len(bare.detect(pictures[name])) == 1, name
+            assert checked.detect(pictures[name]) == [], name
+        assert checked.rejected_tiles == 2

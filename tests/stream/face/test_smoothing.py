@@ -127,3 +127,21 @@ def test_tracker_two_faces_keep_their_ids_and_paste_as_a_batch(astronaut_bgr):
         x, y = np.round(f.landmarks[1]).astype(int)  # nose tip: inside both masks' cores
         assert tuple(out[y, x]) == (0, 0, 255)
     assert np.array_equal(out[-20:], frame[-20:])  # far from the faces: untouched
+
+
+def test_settling_low_pass_averages_first_then_low_passes():
+    from stream.face.smoothing import SettlingLowPass
+
+    rng = np.random.default_rng(2)
+    f = SettlingLowPass(cutoff=0.15)
+    samples = rng.normal(3.0, 1.0, (200, 4, 2))
+    out = np.array([f(x, i / 30.0) for i, x in enumerate(samples)])
+    # the first ~30 outputs are exactly the running mean of the samples so far
+    assert np.allclose(out[9], samples[:10].mean(0)) and np.allclose(out[0], samples[0])
+    # then a first-order low-pass: steady, near the true mean
+    assert np.abs(out[100:] - 3.0).max() < 0.6 and np.diff(out[100:], axis=0).std() < 0.05
+    f.restart(5)  # a new target is followed within a few samples, without a jump
+    moved = [f(np.full((4, 2), 10.0), 7.0 + i / 30.0) for i in range(20)]
+    assert moved[0].mean() < 5.0 and moved[-1].mean() > 8.5
+    with pytest.raises(ValueError, match="cutoff"):
+        SettlingLowPass(cutoff=0)
