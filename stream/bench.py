@@ -80,6 +80,7 @@ def measure(mode: str, E, frame: np.ndarray, frames: int, device: str, precision
     gen = torch.Generator().manual_seed(1)
     delta = torch.randn(E.num_ws, E.w_dim, generator=gen) * 0.1
     config = EffectConfig(device=device, precision=precision, mode=mode, max_faces=1, cuda_graphs=cuda_graphs,
+                          aligner="mediapipe" if landmarker is not None else "dlib68",
                           profile=True, live_resolution=live_resolution)
     effect = Effect(config, encoder=E, directions={"smile": delta}, landmarker_factory=landmarker)
     session = effect.new_session(controls=Controls(directions={"smile": 3.0}, paste_mode="residual"))

@@ -62,7 +62,7 @@ def camera_frames(n: int, size: tuple[int, int], landmarks: str = "mediapipe"):
 
 def run_once(E, deltas, frames: list, streams: int, batched: bool, seconds: float, warmup_s: float,
              device: str, max_batch: int, gather_ms: float, staleness_ms: float | None, serving: dict | None = None,
-             landmarker=None) -> dict:
+             landmarker=None, aligner: str = "dlib68") -> dict:
     """One configuration: `streams` cameras for `seconds` (after `warmup_s`), batched or one at a time;
     `serving`: EffectConfig serving fields (serve="ray", replicas, ...) or None for the in-process backend;
     `landmarker`: a landmarker factory (None: MediaPipe per frame)."""
@@ -72,7 +72,7 @@ def run_once(E, deltas, frames: list, streams: int, batched: bool, seconds: floa
     from stream.options import EffectConfig  # noqa: PLC0415
 
     config = EffectConfig(device=device, max_faces=1, gather_ms=gather_ms, staleness_ms=staleness_ms,
-                          max_batch=max_batch if batched else 1, **(serving or {}))
+                          max_batch=max_batch if batched else 1, aligner=aligner, **(serving or {}))
     effect = Effect(config, encoder=copy.deepcopy(E) if serving is None else E, directions=deltas, batching=True,
                     landmarker_factory=landmarker)
     names = list(deltas)
@@ -197,7 +197,7 @@ def _result(streams, batched, seconds, start, end, drivers, sessions, bound_ms) 
 
 
 def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, seconds: float = 3.0,
-             landmarker=None) -> dict:
+             landmarker=None, aligner: str = "dlib68") -> dict:
     """TL-ID / TG-ID / warping error (stream.report) of one camera's live output against the frames it was fed."""
     from stream.controls import Controls  # noqa: PLC0415
     from stream.driver import FrameDriver  # noqa: PLC0415
@@ -205,7 +205,8 @@ def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, s
     from stream.options import EffectConfig  # noqa: PLC0415
     from stream.report import video_report  # noqa: PLC0415
 
-    effect = Effect(EffectConfig(device=device, max_faces=1, staleness_ms=staleness_ms), encoder=copy.deepcopy(E),
+    effect = Effect(EffectConfig(device=device, max_faces=1, staleness_ms=staleness_ms, aligner=aligner),
+                    encoder=copy.deepcopy(E),
                     directions=deltas, batching=True, landmarker_factory=landmarker)
     session = effect.new_session(controls=Controls(directions={next(iter(deltas)): 3.0}))
     pairs: list = []
@@ -227,7 +228,7 @@ def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, s
 def run(streams: Sequence[int], config: str, seconds: float, warmup_s: float, device: str, max_batch: int,
         gather_ms: float, staleness_ms: float | None, size: tuple[int, int], with_report: bool = True,
         replicas: Sequence[int] | None = None, ray_address: str = "local", cpus_per_replica: float = 1.0,
-        landmarks: str = "mediapipe") -> dict:
+        landmarks: str = "mediapipe", aligner: str = "dlib68") -> dict:
     """In-process (replicas None): batched and one-at-a-time per stream count. Ray: batched per replica count."""
     import torch  # noqa: PLC0415
 
@@ -236,6 +237,8 @@ def run(streams: Sequence[int], config: str, seconds: float, warmup_s: float, de
     dev = str(resolve_device(device))
     G, E, deltas = build(config)
     frames, landmarker = camera_frames(90, size, landmarks)
+    if landmarker is not None:   # replayed landmarks come without detectors (dlib is absent on GPU boxes)
+        aligner = "mediapipe"
     runs = []
     plan = [(n, b, None) for n in streams for b in (False, True)] if replicas is None else \
         [(n, True, {"serve": "ray", "ray_address": ray_address, "ray_app": f"bench-r{r}", "replicas": r,
@@ -243,14 +246,16 @@ def run(streams: Sequence[int], config: str, seconds: float, warmup_s: float, de
     with _ray_session(ray_address if replicas is not None else None):
         for n, batched, serving in plan:
             row = run_once(E, deltas, frames, n, batched, seconds, warmup_s, dev, max_batch, gather_ms,
-                           staleness_ms, serving, landmarker)
+                           staleness_ms, serving, landmarker, aligner)
             runs.append(row)
             print(_line(row), flush=True)
-    consistency = temporal(E, deltas, frames, dev, staleness_ms, landmarker=landmarker) if with_report and replicas is None else None
+    consistency = temporal(E, deltas, frames, dev, staleness_ms, landmarker=landmarker,
+                           aligner=aligner) if with_report and replicas is None else None
     result = {"temporal": consistency, "benchmark": "stream.bench_streams", "config": config,
               "resolution": G.resolution, "device": dev, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "frame": [size[1], size[0]], "seconds": seconds,
-              "warmup_s": warmup_s, "max_batch": max_batch, "gather_ms": gather_ms, "camera_fps": FPS, "landmarks": landmarks, "runs": runs,
+              "warmup_s": warmup_s, "max_batch": max_batch, "gather_ms": gather_ms, "camera_fps": FPS, "landmarks": landmarks,
+              "aligner": aligner, "runs": runs,
               "batched_over_single": _ratios(runs), "backend": "local" if replicas is None else "ray"}
     if replicas is not None:
         result.update(replicas=list(replicas), replicas_over_one=_replica_ratios(runs), ray_address=ray_address,
@@ -348,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--landmarks", choices=("mediapipe", "clip"), default="mediapipe",
                    help="mediapipe: detect every frame (the real cost); clip: replay the clip's known landmarks "
                         "(machines without MediaPipe, e.g. the GPU check; $MICROMOTION_FACE_LANDMARKS)")
+    p.add_argument("--aligner", choices=("dlib68", "mediapipe"), default="dlib68",
+                   help="the sessions' crop aligner (default dlib68; --landmarks clip always uses mediapipe)")
     p.add_argument("--no-report", action="store_true",
                    help="skip the temporal-consistency measurement of one live camera (stream.report)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -376,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(streams, args.config, args.seconds, args.warmup, args.device, args.max_batch, args.gather_ms,
                      args.staleness_ms, (h, w), with_report=not args.no_report,
                      replicas=replicas if args.backend == "ray" else None, ray_address=args.ray_address,
-                     cpus_per_replica=args.cpus_per_replica, landmarks=args.landmarks)
+                     cpus_per_replica=args.cpus_per_replica, landmarks=args.landmarks, aligner=args.aligner)
     except ValueError as exc:  # e.g. RayUnavailable: one line naming the address
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -243,7 +243,8 @@ def make_tracker(config: EffectConfig, crop_size: int, landmarker_factory: Calla
 
     landmarker = landmarker_factory() if landmarker_factory is not None else None
     return FaceTracker(max_faces=config.max_faces, align_size=crop_size, min_eye_dist_px=config.min_eye_dist_px,
-                       smooth=config.smoothing, landmarker=landmarker, reset_threshold=config.reset_threshold)
+                       smooth=config.smoothing, landmarker=landmarker, reset_threshold=config.reset_threshold,
+                       aligner=config.aligner)
 
 
 def check_frame(frame) -> np.ndarray:

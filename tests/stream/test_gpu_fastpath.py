@@ -44,7 +44,7 @@ def _effect(setup, precision, graphs, batching=False, gather_ms=4.0):
 
     E, dirs, _, landmarker = setup
     return Effect(EffectConfig(device="cuda", precision=precision, cuda_graphs=graphs, smoothing=False,
-                               gather_ms=gather_ms),
+                               gather_ms=gather_ms, aligner="mediapipe"),  # replayed landmarks: no dlib needed
                   encoder=copy.deepcopy(E), directions=dirs, landmarker_factory=landmarker, batching=batching)
 
 
