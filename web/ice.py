@@ -38,3 +38,26 @@ def ice_servers_from_urls(stun: list[str] | None = None, turn: list[str] | None 
             entry["credential"] = turn_password or ""
         servers.append(entry)
     return servers
+
+
+def addresses_for_bind(host: str | None) -> list[str] | None:
+    """The media (ICE host candidate) addresses that follow the HTTP bind address.
+
+    127.0.0.1 / localhost -> ["127.0.0.1"] (a local-only server keeps its media local too), ::1 -> ["::1"], a
+    specific address -> [it], all interfaces (0.0.0.0, ::, "") or a host name -> None (every interface, aioice's
+    choice). `--ice-address` overrides this.
+    """
+    import ipaddress
+
+    name = (host or "").strip().strip("[]").lower()
+    if name in ("", "0.0.0.0", "::"):
+        return None
+    if name == "localhost":
+        return ["127.0.0.1"]
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    if ip.is_loopback:
+        return ["::1"] if ip.version == 6 else ["127.0.0.1"]
+    return [str(ip)]

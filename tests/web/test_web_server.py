@@ -124,7 +124,7 @@ def test_two_peers_own_controls_and_errors_stay_with_their_client(request, faces
     effect = Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas, batching=True)
     states = []
     make_session = effect.new_session
-    effect.new_session = lambda: states.append(make_session()) or states[-1]
+    effect.new_session = lambda **kw: states.append(make_session(**kw)) or states[-1]
     direction = effect.available_directions[0]
 
     async def scenario():
