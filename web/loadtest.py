@@ -237,10 +237,13 @@ HOSTILE_MESSAGES = [
 ]
 
 
-async def flood_channel(url: str, frames: list[np.ndarray], flood_s: float, per_s: float = 500.0) -> dict:
+async def flood_channel(url: str, frames: list[np.ndarray], flood_s: float, per_s: float = 500.0,
+                        big: bool = True) -> dict:
     """One peer that streams and, once its data channel answers, floods it with hostile messages at `per_s` for
     `flood_s` seconds (as fast as the transport takes them); then sends one valid controls message and waits for its
-    answer. {"sent", "errors", "acks_after_flood", "frames", "error_kinds"}."""
+    answer. big=False leaves out the 60 kB message (more messages per second through a slow transport).
+    {"sent", "errors", "acks_after_flood", "frames", "error_kinds"}."""
+    messages = [m for m in HOSTILE_MESSAGES if big or len(m) < 8192]
     state = {"sent": 0, "acks": 0, "channel": None}
     first_message = asyncio.Event()
     done = asyncio.Event()
@@ -261,7 +264,7 @@ async def flood_channel(url: str, frames: list[np.ndarray], flood_s: float, per_
             # as fast as the transport takes it (a client-side backlog would only delay this client's own messages)
             if ch.bufferedAmount < 256 * 1024:
                 for _ in range(max(1, int(per_s / 20))):
-                    ch.send(HOSTILE_MESSAGES[state["sent"] % len(HOSTILE_MESSAGES)])
+                    ch.send(messages[state["sent"] % len(messages)])
                     state["sent"] += 1
             await asyncio.sleep(0.05)
         drain_end = time.monotonic() + 20
@@ -281,7 +284,7 @@ async def flood_channel(url: str, frames: list[np.ndarray], flood_s: float, per_
                             until=done)
     flooder.cancel()
     return {"sent": state["sent"], "errors": len(result["errors"]), "acks_after_flood": state["acks"],
-            "frames": result["frames"], "error_kinds": sorted({e["message"][:40] for e in result["errors"]})}
+            "frames": result["frames"], "error_kinds": sorted({e["message"][:80] for e in result["errors"]})}
 
 
 # ------------------------------------------------------------------------------------------- driver

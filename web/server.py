@@ -7,7 +7,7 @@ Routes:
                  "skipped_directions": [[file, reason]], "staleness_ms", "max_faces", "kind": "media"}
                  (state/notice/command: `stream.control.door_config`)
   GET  /stats   {"peers", "peer_ids", "pending", "rss_mb", "mode", "editor": {batches, mean_batch, edits_per_s, ...},
-                 "refused": {reason: count}}
+                 "refused": {reason: count}, "loop_lag_ms": {"max", "mean"} (event-loop lateness since the last call)}
   POST /offer   {"sdp", "type": "offer"} -> answer + "peer"; 400 {"error"} for bad JSON/SDP/no video, 413 oversized,
                 429 too many offers from this client, 503 full
 
@@ -32,7 +32,8 @@ from aiohttp import web
 from stream.control import door_config
 from web.guard import Limits, Refused, RequestRules, TokenBuckets, guard_middleware, parse_offer
 from web.hints import alpha_hints
-from web.ice import addresses_for_bind, ice_servers_from_urls, restrict_host_candidates  # noqa: F401 -- re-exported
+from web.ice import (  # noqa: F401 -- ice_servers_from_urls, restrict_host_candidates re-exported for the doors
+    addresses_for_bind, ice_servers_from_urls, restrict_host_candidates, tolerate_slow_consent)
 
 log = logging.getLogger("web.server")
 
@@ -88,6 +89,7 @@ class WebServer:
         self.rules = RequestRules(self.config.allow_origins)
         self.offer_rate = TokenBuckets(limits.offers_per_s, limits.offer_burst)
         restrict_host_candidates(self.config.media_addresses)
+        tolerate_slow_consent()
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -103,8 +105,26 @@ class WebServer:
         app.router.add_get("/stats", self.get_stats)
         app.router.add_post("/offer", self.offer)
         app.router.add_static("/static/", STATIC_DIR)
+        app.on_startup.append(self._start_lag_monitor)
         app.on_shutdown.append(self.on_shutdown)
         return app
+
+    async def _start_lag_monitor(self, app) -> None:
+        self._lag = [0.0, 0.0, 0]           # max, sum, count of the event loop's lateness (ms) since /stats
+        self._lag_task = asyncio.ensure_future(self._watch_lag())
+
+    async def _watch_lag(self, period_s: float = 0.1) -> None:
+        """How late the event loop wakes up (everything on it -- ICE consent, SCTP, offers -- waits as long)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(period_s)
+            late = max(0.0, (loop.time() - t - period_s) * 1e3)
+            self._lag = [max(self._lag[0], late), self._lag[1] + late, self._lag[2] + 1]
+
+    def _take_lag(self) -> dict:
+        lag, self._lag = getattr(self, "_lag", [0.0, 0.0, 0]), [0.0, 0.0, 0]
+        return {"max": round(lag[0], 1), "mean": round(lag[1] / lag[2], 1) if lag[2] else None}
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
@@ -128,6 +148,7 @@ class WebServer:
             "mode": self.mode,
             "editor": self.effect.stats(),
             "refused": dict(self.refused),
+            "loop_lag_ms": self._take_lag(),
         })
 
     # -- offers --------------------------------------------------------------------------------------------------
@@ -209,6 +230,8 @@ class WebServer:
                                   "peer": peer.id})
 
     async def on_shutdown(self, app) -> None:
+        if getattr(self, "_lag_task", None) is not None:
+            self._lag_task.cancel()
         await asyncio.gather(*(p.close("server shutting down") for p in list(self.peers.values())))
 
 
