@@ -55,6 +55,7 @@ class Peer:
         self.tasks: list[asyncio.Task] = []
         self.closed = False
         self.frames_in = self.frames_out = self.output_dropped = 0
+        self.backlog_skipped = 0                # decoded frames skipped because a newer one was waiting
         self.size = (0, 0)
         self.window: list = []                  # (latency_s, process_s) of frames sent since the last report
         self.last_error_sent = 0.0
@@ -139,6 +140,10 @@ class Peer:
             except MediaStreamError:
                 await self.close("the browser's track ended")
                 return
+            frame = self._newest(track, frame)
+            if frame is None:
+                await self.close("the browser's track ended")
+                return
             self.frames_in += 1
             if self.driver is None and not await self.start_session():
                 return
@@ -146,6 +151,19 @@ class Peer:
                 self.driver.push(frame, meta=(frame.pts, frame.time_base))
             except RuntimeError:  # the driver stopped: the peer is closing
                 return
+
+    def _newest(self, track, frame):
+        """The newest decoded frame waiting on `track` (aiortc queues them without bound when this loop falls
+        behind); older ones are skipped and counted as dropped. None: the track ended."""
+        waiting = getattr(track, "_queue", None)     # aiortc's RemoteStreamTrack keeps an asyncio.Queue
+        while waiting is not None and not waiting.empty():
+            newer = waiting.get_nowait()
+            if newer is None:
+                return None
+            self.backlog_skipped += 1
+            self.frames_in += 1                 # received, then skipped: counted in and dropped
+            frame = newer
+        return frame
 
     def _from_worker(self, frame_bgr, info: dict) -> None:
         """Driver worker thread: wrap the output as an av frame with the source's timing, hand it to the loop."""
@@ -217,7 +235,7 @@ class Peer:
             "latency_ms": round(1000 * sum(w[0] for w in window) / n, 2) if n else None,
             "process_ms": round(1000 * sum(w[1] for w in window) / n, 2) if n else None,
             "frames_in": self.frames_in, "frames_out": self.frames_out,
-            "dropped": s["dropped"] + self.output_dropped,
+            "dropped": s["dropped"] + self.output_dropped + self.backlog_skipped,
             "errors": s["errors"] + s["driver_errors"]["errors"],
             "state": s.get("state"), "message": s.get("message"), "edit_age_ms": s.get("edit_age_ms"),
             "effect": effect, "size": list(self.size), "mode": self.server.mode,

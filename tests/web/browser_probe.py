@@ -421,6 +421,15 @@ def _attack(url: str, face: str, seconds: float, out: dict) -> None:
         out["failure"] = f"{type(exc).__name__}: {exc}"
 
 
+def udp_counters() -> dict:
+    """This network namespace's UDP counters (/proc/net/snmp): receive-buffer drops show a starved reader."""
+    try:
+        lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+        return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:])}
+    except (OSError, IndexError, ValueError):
+        return {}
+
+
 def run_siege(args, work: Path, server_args: list[str]) -> dict:
     """`args.pages` Chromium pages stream from one server for `args.seconds` under attack; a row per second."""
     import threading
@@ -435,7 +444,8 @@ def run_siege(args, work: Path, server_args: list[str]) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = start_server(port, [*server_args, "--offer-rate", "50"], work / "server.log")
-    report: dict = {"seconds": args.seconds, "pages": args.pages, "timeline": [], "attack": {}}
+    report: dict = {"seconds": args.seconds, "pages": args.pages, "timeline": [], "attack": {},
+                    "udp_before": udp_counters()}
 
     def sample(t0: float, pages) -> dict:
         t = time.monotonic()
@@ -489,6 +499,7 @@ def run_siege(args, work: Path, server_args: list[str]) -> dict:
                 break
             time.sleep(0.5)
         report["freed_after_s"] = round(time.monotonic() - t_closed, 1)
+        report["udp_after"] = udp_counters()
     finally:
         _stop(server)
     return report

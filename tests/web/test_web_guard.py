@@ -317,3 +317,38 @@ def test_9_media_addresses_follow_the_bind_address():
     assert status == 200, answer
     candidates = [line for line in answer["sdp"].splitlines() if line.startswith("a=candidate:")]
     assert candidates and all(line.split()[4] == "127.0.0.1" for line in candidates), candidates
+
+
+def test_ice_consent_checks_get_retransmissions(monkeypatch):
+    """aioice answers consent (RFC 7675) with one 0.5 s try per check; starved but live browsers were dropped after
+    ~33 s under the siege. After `tolerate_slow_consent` a consent check (retransmissions=0) gets retransmissions;
+    every other STUN request keeps its own."""
+    import aioice.ice
+    import aioice.stun
+
+    from web.ice import CONSENT_RETRANSMISSIONS, tolerate_slow_consent
+
+    seen = []
+
+    class Transaction:
+        def __init__(self, request, addr, protocol, retransmissions=None, integrity_key=None):
+            seen.append(retransmissions)
+
+        async def run(self):
+            return "answered"
+
+    monkeypatch.setattr(aioice.stun, "Transaction", Transaction)
+    monkeypatch.setattr(aioice.ice.StunProtocol, "request", aioice.ice.StunProtocol.request)
+    tolerate_slow_consent()
+    tolerate_slow_consent()                                  # once only
+    protocol = aioice.ice.StunProtocol.__new__(aioice.ice.StunProtocol)
+    protocol.transactions = {}
+
+    def binding():
+        return aioice.stun.Message(message_method=aioice.stun.Method.BINDING,
+                                   message_class=aioice.stun.Class.REQUEST)
+
+    assert asyncio.run(protocol.request(binding(), ("127.0.0.1", 9), retransmissions=0)) == "answered"
+    asyncio.run(protocol.request(binding(), ("127.0.0.1", 9)))
+    asyncio.run(protocol.request(binding(), ("127.0.0.1", 9), retransmissions=3))
+    assert seen == [CONSENT_RETRANSMISSIONS, None, 3]

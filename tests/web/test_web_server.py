@@ -66,8 +66,10 @@ BAD_OFFERS = [
 
 
 def test_bad_offers_get_400_with_message_and_server_keeps_serving():
+    from web.guard import Limits
+
     async def scenario():
-        server, runner, url = await _serve(_demo_effect())
+        server, runner, url = await _serve(_demo_effect(), limits=Limits(offer_burst=50))   # not the rate here
         try:
             for body, expected in BAD_OFFERS:
                 status, reply = await _post(f"{url}/offer", body)
