@@ -9,6 +9,11 @@ frames received, first-frame time, errors; and checks that a peer killed without
 Media only ever goes to 127.0.0.1 (ICE host candidates are restricted to it). Run it in a loopback-only
 network namespace to be sure:  unshare -n sh -c 'ip link set lo up && exec python -m web.loadtest ...'.
 Environment: MICROMOTION_LOAD_SECONDS overrides the default --seconds.
+
+Hostile clients (issue 15; tests/web/browser_probe.py --mode siege runs them against 4 Chromium pages):
+`client_offer()` (a real offer SDP), `hostile_sdp(m_lines)`, `flood_offers(url, seconds, sdp)` (1200-m-line, nested,
+cross-origin, foreign-Host, garbage and valid offers back to back), `flood_channel(url, frames, flood_s)` (a peer that
+floods its data channel, then checks it still answers).
 """
 from __future__ import annotations
 

@@ -114,6 +114,7 @@ def probe(url: str, y4m: Path, user_dir: Path, alpha: float) -> dict:
             result["fps_shown"] = round((s1["shown"] - s0["shown"]) / 3.0, 2)
             page.wait_for_function("() => window.micromotion.lastStats !== null", timeout=20000)
             result["notice"] = page.inner_text("#notice") if page.is_visible("#notice") else None
+            result["status_text"] = page.inner_text("#status")     # what is missing, with its command
             result["centre_before"] = page.evaluate(CENTRE_MEAN_JS)
             result["diff_before"] = sum(page.evaluate(DIFF_JS) for _ in range(5)) / 5
             directions = s1["config"]["directions"]

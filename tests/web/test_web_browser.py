@@ -63,7 +63,8 @@ def test_browser_without_weights_tracks_the_face_and_says_how_to_get_them(tmp_pa
     report = run_probe(tmp_path, faces_dir / "01.jpg", [], extra_env={"MICROMOTION_HOME": str(home)})
     _check_stream(report)
     assert report["after_3s"]["stats"]["mode"] == "tracking"
-    assert "python -m engine.weights download" in report["notice"]
+    # the status line says what is missing and the command (the notice box repeats it only when the line says else)
+    assert "python -m engine.weights download" in report["status_text"]
     assert report["after_3s"]["stats"]["effect"]["tracked"] > 0, "the face was not tracked in the stream"
     assert report["after_3s"]["stats"]["state"] == "networks_missing"
     # the page's "effect on" box went over the data channel: echoed, and the tracking overlay is gone
@@ -109,7 +110,8 @@ def test_browser_full_effect_tiny_weights_alpha_slider_edits_the_face(tmp_path, 
 def test_browser_status_line_says_each_state_and_records_the_edited_stream(tmp_path, faces_dir):
     """Three servers (no weights / networks without directions / tiny networks with directions), one Chromium whose
     camera shows the face 3 s then nothing 2 s: the status line names each state, controls that can do nothing
-    are disabled with a reason, Stop clears the readouts, and the Record button's 3 s webm decodes with PyAV.
+    are disabled with a reason, Stop clears the readouts, and the Record button's 3 s webm decodes with PyAV. Then
+    `python -m web --control` drives a running `python -m stream --virtual-camera --control-port` from the page.
     MICROMOTION_SHOTS=DIR keeps screenshots of each state (page-*.png)."""
     import os
 
@@ -149,6 +151,13 @@ def test_browser_status_line_says_each_state_and_records_the_edited_stream(tmp_p
     assert decoded["codec"] in ("vp8", "vp9") and (decoded["width"], decoded["height"]) == (320, 240), decoded
     assert decoded["frames"] >= 30 and 2.0 <= decoded["span_s"] <= 4.0, decoded
     assert full["download"]["hidden"] is False and full["download"]["name"].endswith(".webm")
+    # the page without media (python -m web --control) follows and drives a running virtual camera
+    remote = report["remote"]
+    assert remote["status"]["state"] == "running" and remote["status"]["mode"] == "virtual camera"
+    assert remote["widgets"]["direction"] == "smile" and remote["widgets"]["value"] == 4.0   # the camera's own flags
+    assert remote["videos_hidden"] and "drives the virtual camera" in remote["source_reason"]
+    assert remote["camera_after_alpha"]["directions"] == {"smile": 1.5}
+    assert remote["off"]["state"] == "off" and remote["camera_after_off"]["enabled"] is False
 
 
 @pytest.mark.browser
