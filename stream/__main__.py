@@ -38,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--virtual-camera", action="store_true", help="send the output to a virtual camera")
     out.add_argument("--vcam-backend", default=None, help="pyvirtualcam backend (default: the platform's)")
     out.add_argument("--vcam-device", default=None, help="virtual camera device, e.g. /dev/video10")
-    out.add_argument("--preview", action="store_true", help="show the output in a window (q / Esc quits)")
+    out.add_argument("--preview", action="store_true",
+                     help="show the output in a window; keys: + / - change alpha, space switches the effect on/off, "
+                          "a toggles the animation, q / Esc quit")
+    out.add_argument("--control-port", type=int, default=None, metavar="PORT",
+                     help="live runs: take controls on http://127.0.0.1:PORT (stream.control); drive them from the "
+                          "page with `python -m web --control http://127.0.0.1:PORT` (default: off)")
     out.add_argument("--out", metavar="FILE", help="write the output video (with the input's audio)")
     out.add_argument("--report", metavar="JSON", help="file jobs: also measure the edited video against its "
                      "source (TL-ID, TG-ID, warping error; stream.report) and write them here")
@@ -79,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not (args.virtual_camera or args.preview or args.out):
         return _usage("choose an output: --virtual-camera, --preview and/or --out FILE")
+    if args.control_port is not None and not (args.virtual_camera or args.preview or args.camera is not None):
+        return _usage("--control-port drives a live run: add --virtual-camera and/or --preview")
     if args.report and (args.input is None or args.virtual_camera or args.preview or not args.out):
         return _usage("--report measures a file job: give --input VIDEO --out FILE (no live output)")
     try:
@@ -163,10 +170,24 @@ def _run_live(args, source, effect, controls) -> int:
                                    preview=args.preview, out=args.out, audio_from=args.input)
     except (VirtualCameraUnavailable, RuntimeError, OSError, ValueError) as exc:
         return _usage(str(exc))
-    with outputs:
-        paced = None if args.camera is not None else fps
-        result = run_live(source, effect, controls, outputs, fps=paced, max_frames=args.frames,
-                          overlay=args.overlay or not effect.info.available)
+    control = None
+    if args.control_port is not None:
+        from stream.control import ControlServer  # noqa: PLC0415
+
+        try:
+            control = ControlServer(effect, port=args.control_port).start()
+        except (OSError, ValueError) as exc:
+            outputs.close()
+            return _usage(str(exc))
+        print(f"live control on {control.url}: python -m web --control {control.url}", file=sys.stderr, flush=True)
+    try:
+        with outputs:
+            paced = None if args.camera is not None else fps
+            result = run_live(source, effect, controls, outputs, fps=paced, max_frames=args.frames,
+                              overlay=args.overlay or not effect.info.available, control=control)
+    finally:
+        if control is not None:
+            control.close()
     print(result.summary())
     return 0
 

@@ -133,19 +133,33 @@ class LiveOutputs(Closeable):
             if s.write(frame) is False:  # the preview window was closed
                 self.quit = True
 
+    def take_keys(self) -> list[int]:
+        """Keys pressed in the preview window since the last call (stream.control.apply_key)."""
+        keys = []
+        for s in self.sinks:
+            pressed = getattr(s, "pressed", None)
+            if pressed:
+                keys.extend(pressed)
+                pressed.clear()
+        return keys
+
     def close(self) -> None:
         for s in self.sinks:
             s.close()
 
 
 def run_live(source, effect, controls, outputs: LiveOutputs, *, fps: float | None = None,
-             max_frames: int | None = None, overlay: bool = False) -> JobResult:
+             max_frames: int | None = None, overlay: bool = False, control=None) -> JobResult:
     """Push the source's frames (paced at `fps` when given) through a session's latest-frame driver; write each
-    output as it comes. Stops at the end of the source, after `max_frames`, on Ctrl-C or when the preview closes."""
+    output as it comes. Stops at the end of the source, after `max_frames`, on Ctrl-C or when the preview closes.
+    `control` (stream.control.ControlServer) gets the session and driver; preview keys change the controls."""
+    from stream.control import apply_key  # noqa: PLC0415
     from stream.driver import FrameDriver  # noqa: PLC0415
 
     session = effect.new_session(controls=controls)
     driver = FrameDriver(session, overlay=overlay).start()
+    if control is not None:
+        control.attach(session, driver)
     result, report = JobResult(), StatusReporter()
     t0 = time.monotonic()
 
@@ -159,9 +173,15 @@ def run_live(source, effect, controls, outputs: LiveOutputs, *, fps: float | Non
     try:
         while driver.feeding and not outputs.quit:
             _write(driver.get_output(timeout=0.05), outputs, result, report)
+            for key in outputs.take_keys():
+                said = apply_key(session, key)
+                if said:
+                    print(f"[micromotion] {said}", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         pass
     outputs.quit = True
+    if control is not None:
+        control.detach()
     driver.stop(drain=True)
     _write(driver.get_output(timeout=0), outputs, result, report)
     stats = driver.stats()

@@ -94,6 +94,22 @@ class Session(Closeable):
         self.controls = controls
         return controls
 
+    @property
+    def max_faces(self) -> int:
+        """Faces edited per frame in this stream (largest first)."""
+        return self.tracker.max_faces if self.tracker is not None else self.config.max_faces
+
+    def set_max_faces(self, n) -> int:
+        """Edit at most `n` faces per frame in this stream: 1 <= n <= config.max_faces (the door's cap, which the
+        face detector was built for). One-line ValueError otherwise; returns n."""
+        cap = self.config.max_faces
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= cap:
+            raise ValueError(f"max_faces must be an integer in [1, {cap}], got {n!r} "
+                             f"(the server allows {cap}: start it with --max-faces N for more)")
+        if self.tracker is not None:
+            self.tracker.max_faces = n
+        return n
+
     # ------------------------------------------------------------------ the frame
     def process(self, frame: np.ndarray, t_capture: float | None = None, wait: bool = False) -> Output:
         """One frame in, one frame out (same shape, uint8). Never raises for a frame that fails: it passes
@@ -223,7 +239,7 @@ class Session(Closeable):
         """Counters, stage timings (ms, moving averages), errors and the last status."""
         return {**self.counters.as_dict(), "faces": len(self.faces), "resets": getattr(self.tracker, "resets", 0),
                 **self.errors.as_dict(), "state": self.last_status.state, "message": self.last_status.message,
-                "controls": self.controls.to_dict()}
+                "controls": self.controls.to_dict(), "max_faces": self.max_faces}
 
     def close(self) -> None:
         """Free the tracker (MediaPipe graph), the faces' memories, and this stream's place in the editor queue."""

@@ -37,7 +37,8 @@ class Sink(Closeable):
 
 
 class PreviewSink(Sink):
-    """An OpenCV window. ``write`` returns False once the user pressed q or Esc (or closed the window)."""
+    """An OpenCV window. ``write`` returns False once the user pressed q or Esc (or closed the window); other keys
+    pressed are kept in ``pressed`` (the live run turns them into controls: stream.control.apply_key)."""
 
     def __init__(self, window: str = "micromotion"):
         if platform.system() == "Linux" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
@@ -45,6 +46,7 @@ class PreviewSink(Sink):
                                "or write to a file / virtual camera instead")
         self.window = window
         self._open = False
+        self.pressed: list[int] = []
 
     def write(self, frame_bgr: np.ndarray, timestamp_s: Optional[float] = None) -> bool:
         import cv2
@@ -59,6 +61,8 @@ class PreviewSink(Sink):
         self._open = True
         if key in (ord("q"), 27):
             return False
+        if key != 255:
+            self.pressed.append(key)
         return cv2.getWindowProperty(self.window, cv2.WND_PROP_VISIBLE) >= 1
 
     def close(self) -> None:

@@ -2,6 +2,9 @@
 
 Remote browsers only grant the camera to secure pages: give `--host 0.0.0.0 --cert cert.pem --key key.pem`.
 No STUN/TURN server is used unless `--stun`/`--turn` is given (TURN is only needed across NATs).
+Media (ICE) addresses follow --host: the default 127.0.0.1 keeps the media on this machine too.
+`--control http://127.0.0.1:8765` serves the page without media, driving a running
+`python -m stream --virtual-camera --control-port 8765` (`web.control`).
 """
 from __future__ import annotations
 
@@ -11,6 +14,21 @@ import ssl
 import sys
 
 from stream.options import add_effect_arguments, config_from_args
+from web.guard import Limits, RequestRules
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,11 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--turn-user", help="TURN user name")
     p.add_argument("--turn-password", help="TURN password")
     p.add_argument("--ice-address", action="append", default=None, metavar="IP",
-                   help="offer ICE host candidates on this address only (repeatable; default: all "
-                        "interfaces, or 127.0.0.1 when there is no other)")
-    p.add_argument("--max-peers", type=int, default=8, help="simultaneous browsers (default 8)")
-    p.add_argument("--peer-timeout", type=float, default=10.0,
+                   help="offer media (ICE host candidates) on this address only (repeatable; default: follow "
+                        "--host: 127.0.0.1 keeps media on this machine, 0.0.0.0 offers every interface)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another origin allowed to call the page's API and to name this server in Host, e.g. "
+                        "https://cam.example.org:8443 behind a proxy (repeatable; default: the page's own "
+                        "origin only)")
+    p.add_argument("--max-peers", type=positive_int, default=8, help="simultaneous browsers (default 8)")
+    p.add_argument("--peer-timeout", type=positive_float, default=10.0,
                    help="free a peer after this many seconds without a video frame (default 10)")
+    p.add_argument("--connect-timeout", type=positive_float, default=Limits.pending_s,
+                   help="free an answered peer whose connection is not up after this many seconds "
+                        f"(default {Limits.pending_s:g})")
+    p.add_argument("--offer-rate", type=positive_float, default=Limits.offers_per_s,
+                   help="offers (Start clicks) accepted per client address per second, after a burst of "
+                        f"{Limits.offer_burst} (default {Limits.offers_per_s:g})")
+    p.add_argument("--control", metavar="URL",
+                   help="serve the page without media and send its controls to a running `python -m stream "
+                        "--virtual-camera --control-port PORT` on this machine, e.g. http://127.0.0.1:8765 "
+                        "(no effect is loaded here)")
     add_effect_arguments(p)
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
@@ -58,9 +90,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from aiohttp import web
 
+    if args.control:
+        return _serve_control(args, ssl_context)
+
     from stream.effect import Effect
     from web.server import ServerConfig, WebServer, ice_servers_from_urls
 
+    try:
+        limits = Limits(offers_per_s=args.offer_rate, pending_s=args.connect_timeout)
+        RequestRules(args.allow_origin)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         effect = Effect.open(config_from_args(args), batching=True)
     except (ValueError, FileNotFoundError) as exc:
@@ -70,10 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("web").warning("%s", effect.notice)
     config = ServerConfig(
         ice_servers=ice_servers_from_urls(args.stun, args.turn, args.turn_user, args.turn_password),
+        host=args.host,
         ice_addresses=args.ice_address,
+        allow_origins=tuple(args.allow_origin),
         max_peers=args.max_peers,
         peer_timeout_s=args.peer_timeout,
         overlay=bool(args.overlay),
+        limits=limits,
     )
     server = WebServer(effect, config)
     scheme = "https" if ssl_context else "http"
@@ -87,6 +131,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         effect.close()
+    return 0
+
+
+def _serve_control(args, ssl_context) -> int:
+    """`--control URL`: the page without media, relaying its controls to a running virtual camera."""
+    from aiohttp import web
+
+    from web.control import ControlPage
+
+    try:
+        page = ControlPage(args.control, allow_origins=args.allow_origin)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    scheme = "https" if ssl_context else "http"
+    print(f"micromotion: open {scheme}://{args.host}:{args.port}/  (controls of the virtual camera at {page.url})",
+          flush=True)
+    try:
+        web.run_app(page.make_app(), host=args.host, port=args.port, ssl_context=ssl_context, print=None)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); pick another --port",
+              file=sys.stderr)
+        return 2
     return 0
 
 

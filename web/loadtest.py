@@ -9,6 +9,11 @@ frames received, first-frame time, errors; and checks that a peer killed without
 Media only ever goes to 127.0.0.1 (ICE host candidates are restricted to it). Run it in a loopback-only
 network namespace to be sure:  unshare -n sh -c 'ip link set lo up && exec python -m web.loadtest ...'.
 Environment: MICROMOTION_LOAD_SECONDS overrides the default --seconds.
+
+Hostile clients (issue 15; tests/web/browser_probe.py --mode siege runs them against 4 Chromium pages):
+`client_offer()` (a real offer SDP), `hostile_sdp(m_lines)`, `flood_offers(url, seconds, sdp)` (1200-m-line, nested,
+cross-origin, foreign-Host, garbage and valid offers back to back), `flood_channel(url, frames, flood_s)` (a peer that
+floods its data channel, then checks it still answers).
 """
 from __future__ import annotations
 
@@ -80,8 +85,9 @@ def make_face_track(frames: list[np.ndarray], fps: float = 30.0):
 
 async def run_peer(url: str, frames: list[np.ndarray], seconds: float, controls: dict | None = None,
                    fps: float = 30.0, on_message=None, connected_event: asyncio.Event | None = None,
-                   close: bool = True) -> dict:
-    """One peer for `seconds`: send the face, receive the edited stream, log the server's messages.
+                   close: bool = True, until: asyncio.Event | None = None) -> dict:
+    """One peer for `seconds` (or until `until` is set): send the face, receive the edited stream, log the server's
+    messages.
 
     Returns {"frames", "first_frame_s", "sizes", "stats" (server stats messages), "errors", "acks",
     "last_frame" (ndarray BGR)}.
@@ -140,13 +146,150 @@ async def run_peer(url: str, frames: list[np.ndarray], seconds: float, controls:
                 raise RuntimeError(f"offer refused ({resp.status}): {answer.get('error')}")
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
     result["peer"] = answer.get("peer")
-    await asyncio.sleep(seconds)
+    if until is None:
+        await asyncio.sleep(seconds)
+    else:
+        try:
+            await asyncio.wait_for(until.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
     if close:
         await pc.close()
         for t in tasks:
             t.cancel()
     result["sizes"] = sorted(result["sizes"])
     return result
+
+
+# ------------------------------------------------------------------------------------------- hostile clients
+
+
+async def client_offer(frames: list[np.ndarray] | None = None) -> str:
+    """A real offer SDP (video + data channel) from an aiortc client that is closed at once (host candidates as
+    `restrict_host_candidates` allows: call it with ["127.0.0.1"] first)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.createDataChannel("controls")
+        pc.addTrack(make_face_track(frames or [np.zeros((240, 320, 3), np.uint8)]))
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc.localDescription.sdp
+    finally:
+        await pc.close()
+
+
+def hostile_sdp(m_lines: int = 1200) -> str:
+    """An offer with `m_lines` video sections (~145 kB at 1200): each one a transceiver + transport to aiortc."""
+    head = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE " +
+            " ".join(str(i) for i in range(m_lines)) + "\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\n"
+            "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\n")
+    section = ("m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:{i}\r\na=sendonly\r\n"
+               "a=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n")
+    return head + "".join(section.format(i=i) for i in range(m_lines))
+
+
+def hostile_bodies(valid_sdp: str, url: str) -> list[tuple[str, bytes, dict]]:
+    """(name, body, extra headers) of the offers a hostile client sends in turn."""
+    deep = "[" * 50000 + "]" * 50000
+    return [
+        ("mlines", json.dumps({"sdp": hostile_sdp(), "type": "offer"}).encode(), {}),
+        ("nested", ('{"sdp": "m=video", "type": "offer", "x": ' + deep + "}").encode(), {}),
+        ("cross-origin", json.dumps({"sdp": valid_sdp, "type": "offer"}).encode(),
+         {"Origin": "http://evil.example", "Content-Type": "text/plain"}),
+        ("rebind", json.dumps({"sdp": valid_sdp, "type": "offer"}).encode(), {"Host": "rebind.attacker.example"}),
+        ("valid", json.dumps({"sdp": valid_sdp, "type": "offer"}).encode(), {}),
+        ("garbage", b"\xff\xfe" + os.urandom(2000), {}),
+    ]
+
+
+async def flood_offers(url: str, seconds: float, valid_sdp: str, concurrency: int = 4) -> dict:
+    """Post hostile and valid offers back to back from `concurrency` tasks for `seconds`; {name: {status: n}}."""
+    import aiohttp
+
+    bodies = hostile_bodies(valid_sdp, url)
+    counts: dict = {name: {} for name, _, _ in bodies}
+    deadline = time.monotonic() + seconds
+
+    async def worker(k: int, session) -> None:
+        i = k
+        while time.monotonic() < deadline:
+            name, body, extra = bodies[i % len(bodies)]
+            i += 1
+            headers = {"Content-Type": "application/json", **extra}
+            try:
+                async with session.post(f"{url}/offer", data=body, headers=headers) as r:
+                    await r.read()
+                    status = str(r.status)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                status = type(exc).__name__
+            counts[name][status] = counts[name].get(status, 0) + 1
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await asyncio.gather(*(worker(k, session) for k in range(concurrency)))
+    return counts
+
+
+HOSTILE_MESSAGES = [
+    "[" * 900 + "]" * 900,
+    '{"type": "controls", "controls": {"directions": {"x": ' + "[" * 900 + "]" * 900 + "}}}",
+    '{"type": ' + "[" * 500 + "]" * 500 + "}",
+    "x" * 60000,
+    "{not json",
+    '{"type": "controls", "controls": {"directions": {"nope": 1e308}}}',
+    '{"type": "controls", "controls": {"max_faces": 1000000}}',
+    '{"type": "ping", "t": ' + '"' + "y" * 4000 + '"}',
+]
+
+
+async def flood_channel(url: str, frames: list[np.ndarray], flood_s: float, per_s: float = 500.0,
+                        big: bool = True) -> dict:
+    """One peer that streams and, once its data channel answers, floods it with hostile messages at `per_s` for
+    `flood_s` seconds (as fast as the transport takes them); then sends one valid controls message and waits for its
+    answer. big=False leaves out the 60 kB message (more messages per second through a slow transport).
+    {"sent", "errors", "acks_after_flood", "frames", "error_kinds"}."""
+    messages = [m for m in HOSTILE_MESSAGES if big or len(m) < 8192]
+    state = {"sent": 0, "acks": 0, "channel": None}
+    first_message = asyncio.Event()
+    done = asyncio.Event()
+    flood_over = asyncio.Event()
+
+    def on_message(msg, channel):
+        state["channel"] = channel
+        first_message.set()
+        if msg.get("type") == "controls_ok" and flood_over.is_set():
+            state["acks"] += 1
+            done.set()
+
+    async def flood():
+        await first_message.wait()
+        ch = state["channel"]
+        t_end = time.monotonic() + flood_s
+        while time.monotonic() < t_end and ch.readyState == "open":
+            # as fast as the transport takes it (a client-side backlog would only delay this client's own messages)
+            if ch.bufferedAmount < 256 * 1024:
+                for _ in range(max(1, int(per_s / 20))):
+                    ch.send(messages[state["sent"] % len(messages)])
+                    state["sent"] += 1
+            await asyncio.sleep(0.05)
+        drain_end = time.monotonic() + 20
+        while ch.bufferedAmount > 0 and time.monotonic() < drain_end:   # what is still buffered here goes first
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.2)             # let the gate's bucket refill: the next message must be answered
+        flood_over.set()
+        if ch.readyState == "open":
+            ch.send(json.dumps({"type": "controls", "controls": {"enabled": True}}))
+        try:
+            await asyncio.wait_for(done.wait(), 10)
+        except asyncio.TimeoutError:
+            done.set()
+
+    flooder = asyncio.ensure_future(flood())
+    result = await run_peer(url, frames, flood_s + 120, controls={"enabled": True}, on_message=on_message,
+                            until=done)
+    flooder.cancel()
+    return {"sent": state["sent"], "errors": len(result["errors"]), "acks_after_flood": state["acks"],
+            "frames": result["frames"], "error_kinds": sorted({e["message"][:80] for e in result["errors"]})}
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -158,13 +301,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, server_args: list[str], log_path: Path | None = None) -> subprocess.Popen:
-    """`python -m web` on 127.0.0.1:`port` with loopback ICE candidates; returns once it serves."""
-    import urllib.request
-
+def start_server(port: int, server_args: list[str], log_path: Path | None = None, env: dict | None = None,
+                 wait: bool = True) -> subprocess.Popen:
+    """`python -m web` on 127.0.0.1:`port` with loopback ICE candidates; returns once it serves (wait=False: at
+    once; then call `wait_serving`). `env`: extra environment variables."""
     cmd = [sys.executable, "-m", "web", "--port", str(port), "--ice-address", "127.0.0.1", *server_args]
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
+                            env={**os.environ, **(env or {})})
+    if wait:
+        wait_serving(proc, port, log_path)
+    return proc
+
+
+def wait_serving(proc: subprocess.Popen, port: int, log_path: Path | None = None) -> None:
+    """Return once `proc` answers /config on 127.0.0.1:`port` (RuntimeError if it exits or takes 120 s)."""
+    import urllib.request
+
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -172,7 +325,7 @@ def start_server(port: int, server_args: list[str], log_path: Path | None = None
                                (f"; see {log_path}" if log_path else ""))
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=1).read()
-            return proc
+            return
         except OSError:
             time.sleep(0.3)
     proc.kill()

@@ -7,14 +7,19 @@
 The networks run in the server's shared editor (`stream.serving`), batched with every other peer's faces, so the
 output keeps the camera's rate while edits refresh at the editor's. A peer that vanishes without closing is freed
 by aiortc's ICE consent check ("failed") or, sooner, by the input timeout (no frame for `peer_timeout_s`); closing
-stops its driver and frees its session (tracker, face memories, its place in the editor's queue).
+stops its driver and frees its session (tracker, face memories, its place in the editor's queue). The session is made at
+the first video frame: an answered offer that never connects holds a peer connection only, and is closed after
+`Limits.pending_s`.
 
 Data channel "controls" (JSON, one object per message):
-  client -> server  {"type": "controls", "controls": {...stream.controls.Controls fields...}}  {"type": "ping", "t"}
+  client -> server  {"type": "controls", "controls": {...stream.controls.Controls fields..., "max_faces"?}}
+                    (fields left out keep their values; `stream.control.apply_controls`)  {"type": "ping", "t"}
   server -> client  {"type": "stats", "fps", "latency_ms", "process_ms", "frames_in", "frames_out", "dropped",
                      "errors", "state", "message", "edit_age_ms", "effect": {...session stats...}, "size", "mode",
-                     "controls"}   {"type": "controls_ok", "controls"}   {"type": "pong", "t"}
-                    {"type": "error", "message"} (to that client only)
+                     "controls", "max_faces", "refused_messages"}   {"type": "controls_ok", "controls", "max_faces"}
+                    {"type": "pong", "t"}   {"type": "error", "message"} (to that client only)
+Messages are bounded (`web.guard.MessageGate`: bytes, nesting, rate); a refused one gets an error, never a closed
+channel.
 """
 from __future__ import annotations
 
@@ -22,9 +27,13 @@ import asyncio
 import json
 import logging
 import time
+import uuid
+
+from web.guard import MessageGate
 
 log = logging.getLogger("web.peer")
 ERROR_REPORT_INTERVAL_S = 2.0
+PENDING_CONTROLS = 8            # controls messages kept while the session is being made
 
 
 def _to_bgr(frame):
@@ -35,25 +44,43 @@ def _to_bgr(frame):
 class Peer:
     """One browser's stream (see the module docstring)."""
 
-    def __init__(self, server, pc, session):
-        from stream.driver import FrameDriver  # noqa: PLC0415
-
-        self.id = session.id
+    def __init__(self, server, pc):
+        self.id = uuid.uuid4().hex[:8]
         self.server = server
         self.pc = pc
-        self.session = session
+        self.session = None                     # made at the first video frame (`start_session`)
+        self.driver = None
+        self._pending: list = []                # controls messages that came before the session (applied then)
         self.channel = None
         self.tasks: list[asyncio.Task] = []
         self.closed = False
         self.frames_in = self.frames_out = self.output_dropped = 0
+        self.backlog_skipped = 0                # decoded frames skipped because a newer one was waiting
         self.size = (0, 0)
         self.window: list = []                  # (latency_s, process_s) of frames sent since the last report
         self.last_error_sent = 0.0
+        self.gate = MessageGate(server.config.limits)
         self._loop = asyncio.get_running_loop()
         self._ready: tuple | None = None        # the newest (av.VideoFrame, info) waiting for recv
         self._new_output = asyncio.Event()
+
+    async def start_session(self) -> bool:
+        """Make this stream's Session and driver (off the event loop: a face tracker loads). Deferred to the first
+        video frame so an answered offer that never connects holds no tracker. False if the peer closed meanwhile."""
+        from stream.driver import FrameDriver  # noqa: PLC0415
+
+        session = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.server.effect.new_session(stream_id=self.id))
+        if self.closed:
+            session.close()
+            return False
+        self.session = session
         self.driver = FrameDriver(session, prepare=_to_bgr, on_output=self._from_worker,
-                                  overlay=server.config.overlay, name=f"peer-{self.id}").start()
+                                  overlay=self.server.config.overlay, name=f"peer-{self.id}").start()
+        pending, self._pending = self._pending, []
+        for controls in pending:
+            self._apply(controls)
+        return True
 
     # -- data channel --------------------------------------------------------------------------
     def send(self, message: dict) -> None:
@@ -65,27 +92,37 @@ class Peer:
                 log.debug("peer %s: send failed: %s", self.id, exc)
 
     def on_message(self, raw) -> None:
-        try:
-            if isinstance(raw, bytes):
-                raw = raw.decode("utf-8")
-            msg = json.loads(raw)
-            if not isinstance(msg, dict):
-                raise ValueError("a message must be a JSON object")
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            self.send({"type": "error", "message": f"bad message (not a JSON object): {exc}"})
+        """One data-channel message. Whatever it holds, the answer is a message to this client only and the channel
+        stays open: bounded (size, nesting, rate: `web.guard.MessageGate`), then handled."""
+        msg, error = self.gate.admit(raw)
+        if msg is None:
+            if error is not None:
+                self.send({"type": "error", "message": error})
             return
         kind = msg.get("type")
         if kind == "controls":
-            try:
-                applied = self.session.set_controls(msg.get("controls", {}))
-            except (ValueError, TypeError) as exc:
-                self.send({"type": "error", "message": f"controls refused: {exc}"})
+            if self.session is None:             # before the first frame: applied when the session starts
+                if len(self._pending) < PENDING_CONTROLS:
+                    self._pending.append(msg.get("controls", {}))
                 return
-            self.send({"type": "controls_ok", "controls": applied.to_dict()})
+            self._apply(msg.get("controls", {}))
         elif kind == "ping":
-            self.send({"type": "pong", "t": msg.get("t")})
+            t = msg.get("t")
+            self.send({"type": "pong", "t": t if isinstance(t, (int, float)) else None})
         else:
-            self.send({"type": "error", "message": f"unknown message type {kind!r}; use 'controls' or 'ping'"})
+            shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
+            self.send({"type": "error", "message": f"unknown message type {shown!r}; use 'controls' or 'ping'"})
+
+    def _apply(self, controls) -> None:
+        from stream.control import apply_controls  # noqa: PLC0415
+
+        try:
+            self.send(apply_controls(self.session, controls))
+        except (ValueError, TypeError) as exc:
+            self.send({"type": "error", "message": f"controls refused: {str(exc)[:300]}"})
+        except Exception as exc:  # noqa: BLE001 -- a message must never close the channel; counted and logged once
+            kind = self.session.errors.count(exc, where="message")
+            self.send({"type": "error", "message": f"message failed: {kind}"})
 
     # -- media ---------------------------------------------------------------------------------
     async def pump(self, track) -> None:
@@ -103,11 +140,30 @@ class Peer:
             except MediaStreamError:
                 await self.close("the browser's track ended")
                 return
+            frame = self._newest(track, frame)
+            if frame is None:
+                await self.close("the browser's track ended")
+                return
             self.frames_in += 1
+            if self.driver is None and not await self.start_session():
+                return
             try:
                 self.driver.push(frame, meta=(frame.pts, frame.time_base))
             except RuntimeError:  # the driver stopped: the peer is closing
                 return
+
+    def _newest(self, track, frame):
+        """The newest decoded frame waiting on `track` (aiortc queues them without bound when this loop falls
+        behind); older ones are skipped and counted as dropped. None: the track ended."""
+        waiting = getattr(track, "_queue", None)     # aiortc's RemoteStreamTrack keeps an asyncio.Queue
+        while waiting is not None and not waiting.empty():
+            newer = waiting.get_nowait()
+            if newer is None:
+                return None
+            self.backlog_skipped += 1
+            self.frames_in += 1                 # received, then skipped: counted in and dropped
+            frame = newer
+        return frame
 
     def _from_worker(self, frame_bgr, info: dict) -> None:
         """Driver worker thread: wrap the output as an av frame with the source's timing, hand it to the loop."""
@@ -162,7 +218,8 @@ class Peer:
         while not self.closed:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            self.send(self.snapshot(now - last))
+            if self.driver is not None:
+                self.send(self.snapshot(now - last))
             last = now
 
     def snapshot(self, span_s: float | None = None) -> dict:
@@ -178,12 +235,20 @@ class Peer:
             "latency_ms": round(1000 * sum(w[0] for w in window) / n, 2) if n else None,
             "process_ms": round(1000 * sum(w[1] for w in window) / n, 2) if n else None,
             "frames_in": self.frames_in, "frames_out": self.frames_out,
-            "dropped": s["dropped"] + self.output_dropped,
+            "dropped": s["dropped"] + self.output_dropped + self.backlog_skipped,
             "errors": s["errors"] + s["driver_errors"]["errors"],
             "state": s.get("state"), "message": s.get("message"), "edit_age_ms": s.get("edit_age_ms"),
             "effect": effect, "size": list(self.size), "mode": self.server.mode,
-            "controls": self.session.controls.to_dict(),
+            "controls": self.session.controls.to_dict(), "max_faces": self.session.max_faces,
+            "refused_messages": self.gate.refused + self.gate.dropped,
         }
+
+    async def expire_unless_connected(self, pending_s: float) -> None:
+        """Close this peer if its connection is not up within `pending_s` (an answered offer whose ICE never
+        finishes must not hold a place)."""
+        await asyncio.sleep(pending_s)
+        if not self.closed and self.pc.connectionState != "connected":
+            await self.close(f"not connected within {pending_s:g} s (ICE did not finish)")
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def close(self, reason: str) -> None:
@@ -201,8 +266,10 @@ class Peer:
             await self.pc.close()
         finally:
             # never free the session under a running frame: stop (join) the driver first, off the event loop
-            await asyncio.get_running_loop().run_in_executor(None, self.driver.stop, False)
-            self.session.close()
+            if self.driver is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.driver.stop, False)
+            if self.session is not None:
+                self.session.close()
             self._ready = None
 
 

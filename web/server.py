@@ -4,31 +4,40 @@ the server's one `stream.effect.Effect` (the editor behind the batching backend,
 Routes:
   GET  /        the page (web/static)
   GET  /config  {"iceServers", "directions", "alpha": {name: slider hint}, "mode", "state", "notice", "command",
-                 "skipped_directions": [[file, reason]], "staleness_ms"}
-  GET  /stats   {"peers", "peer_ids", "rss_mb", "mode", "editor": {batches, mean_batch, edits_per_s, ...}}
-  POST /offer   {"sdp", "type": "offer"} -> answer + "peer"; 400 {"error"} for bad JSON/SDP/no video,
-                413 oversized, 503 full
+                 "skipped_directions": [[file, reason]], "staleness_ms", "max_faces", "kind": "media"}
+                 (state/notice/command: `stream.control.door_config`)
+  GET  /stats   {"peers", "peer_ids", "pending", "rss_mb", "mode", "editor": {batches, mean_batch, edits_per_s, ...},
+                 "refused": {reason: count}, "loop_lag_ms": {"max", "mean"} (event-loop lateness since the last call)}
+  POST /offer   {"sdp", "type": "offer"} -> answer + "peer"; 400 {"error"} for bad JSON/SDP/no video, 413 oversized,
+                429 too many offers from this client, 503 full
+
+Untrusted requests (`web.guard`): Host and Origin rules on every route, bounds on every offer (checked and parsed in
+a worker thread before anything is made), an atomic peer reservation, offers per client per second, a connect
+deadline for answered peers, data-channel message bounds. Media addresses follow the bind address
+(`web.ice.addresses_for_bind`) unless `ServerConfig.ice_addresses` says otherwise.
 
 The α range in /config is a hint (`web.hints`); the server refuses only non-finite α or |α| > 100.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
+from stream.control import door_config
+from web.guard import Limits, Refused, RequestRules, TokenBuckets, guard_middleware, parse_offer
 from web.hints import alpha_hints
-from web.ice import ice_servers_from_urls, restrict_host_candidates  # noqa: F401 -- re-exported for the doors
+from web.ice import (  # noqa: F401 -- ice_servers_from_urls, restrict_host_candidates re-exported for the doors
+    addresses_for_bind, ice_servers_from_urls, restrict_host_candidates, tolerate_slow_consent)
 
 log = logging.getLogger("web.server")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MAX_OFFER_BYTES = 256 * 1024          # an SDP offer is a few kB; anything this big is not one
 
 
 @dataclass
@@ -36,18 +45,33 @@ class ServerConfig:
     """Knobs of the WebRTC server (all have safe defaults)."""
 
     ice_servers: list[dict] = field(default_factory=list)   # [{"urls": [...], "username", "credential"}]
-    ice_addresses: list[str] | None = None  # host candidates to offer; None = all but loopback, else 127.0.0.1
-    max_peers: int = 8                      # more -> HTTP 503
+    host: str = "127.0.0.1"                 # the HTTP bind address (media addresses follow it)
+    ice_addresses: list[str] | None = None  # host candidates to offer; None = follow `host` (addresses_for_bind)
+    allow_origins: tuple = ()               # origins besides the page's own that may call the API
+    max_peers: int = 8                      # more -> HTTP 503 (answered + being answered, reserved atomically)
     peer_timeout_s: float = 10.0            # no input frame for this long (once started) -> peer closed
     connect_timeout_s: float = 30.0         # no first frame within this long -> peer closed
     stats_interval_s: float = 1.0           # stats message period on the data channel
     overlay: bool = False                   # draw the status line and fps on the edited stream
+    limits: Limits = field(default_factory=Limits)   # request / peer / message bounds (web.guard)
+
+    @property
+    def media_addresses(self) -> list[str] | None:
+        """The ICE host candidate addresses: the explicit ones, else those of the bind address."""
+        return self.ice_addresses if self.ice_addresses else addresses_for_bind(self.host)
 
 
 def effect_mode(info) -> str:
     """The page's mode word: "full" | "demo" | "tracking" (networks missing or --tracking-only)."""
     if info.available:
         return "demo" if info.state == "demo" else "full"
+    return "tracking"
+
+
+def effect_mode_from_config(cfg: dict) -> str:
+    """`effect_mode` from a door's /config body (`stream.control.door_config`)."""
+    if cfg.get("available"):
+        return "demo" if cfg.get("state") == "demo" else "full"
     return "tracking"
 
 
@@ -58,8 +82,14 @@ class WebServer:
         self.effect = effect
         self.config = config or ServerConfig()
         self.peers: dict = {}
+        self.reserved = 0                   # offers holding a peer place while being answered (see `offer`)
+        self.refused: Counter = Counter()   # refused requests by reason (GET /stats)
         self.mode = effect_mode(effect.info)
-        restrict_host_candidates(self.config.ice_addresses)
+        limits = self.config.limits
+        self.rules = RequestRules(self.config.allow_origins)
+        self.offer_rate = TokenBuckets(limits.offers_per_s, limits.offer_burst)
+        restrict_host_candidates(self.config.media_addresses)
+        tolerate_slow_consent()
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -68,68 +98,99 @@ class WebServer:
         self.effect.new_session().close()
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_OFFER_BYTES)
+        app = web.Application(client_max_size=self.config.limits.max_body_bytes,
+                              middlewares=[guard_middleware(self.rules)])
         app.router.add_get("/", self.index)
         app.router.add_get("/config", self.get_config)
         app.router.add_get("/stats", self.get_stats)
         app.router.add_post("/offer", self.offer)
         app.router.add_static("/static/", STATIC_DIR)
+        app.on_startup.append(self._start_lag_monitor)
         app.on_shutdown.append(self.on_shutdown)
         return app
+
+    async def _start_lag_monitor(self, app) -> None:
+        self._lag = [0.0, 0.0, 0]           # max, sum, count of the event loop's lateness (ms) since /stats
+        self._lag_task = asyncio.ensure_future(self._watch_lag())
+
+    async def _watch_lag(self, period_s: float = 0.1) -> None:
+        """How late the event loop wakes up (everything on it -- ICE consent, SCTP, offers -- waits as long)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(period_s)
+            late = max(0.0, (loop.time() - t - period_s) * 1e3)
+            self._lag = [max(self._lag[0], late), self._lag[1] + late, self._lag[2] + 1]
+
+    def _take_lag(self) -> dict:
+        lag, self._lag = getattr(self, "_lag", [0.0, 0.0, 0]), [0.0, 0.0, 0]
+        return {"max": round(lag[0], 1), "mean": round(lag[1] / lag[2], 1) if lag[2] else None}
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
 
     async def get_config(self, request: web.Request) -> web.Response:
         info = self.effect.info
-        session_config = self.effect.config
         return web.json_response({
+            **door_config(info, self.effect.config),
+            "kind": "media",
             "iceServers": self.config.ice_servers,
-            "directions": list(info.direction_names),
             "alpha": alpha_hints(list(info.direction_names), info.direction_info()),
             "mode": self.mode,
-            "state": info.state,
-            "notice": info.notice,
-            "command": info.command,
-            "skipped_directions": [list(x) for x in info.skipped_directions],
-            "staleness_ms": session_config.staleness_for(info.device_type),
         })
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return web.json_response({
             "peers": len(self.peers),
             "peer_ids": sorted(self.peers),
+            "pending": self.reserved,
             "rss_mb": round(rss_bytes() / 2**20, 1),
             "mode": self.mode,
             "editor": self.effect.stats(),
+            "refused": dict(self.refused),
+            "loop_lag_ms": self._take_lag(),
         })
 
+    # -- offers --------------------------------------------------------------------------------------------------
     async def offer(self, request: web.Request) -> web.Response:
+        """Rate (per client) -> body (bounded) -> checks and SDP parse in a worker thread -> a peer place, reserved
+        before the first await that follows -> the answer. Every refusal is one line to its sender."""
+        limits = self.config.limits
+        if not self.offer_rate.allow(request.remote):
+            return self._refuse("rate", f"too many offers from this client (at most {limits.offers_per_s:g} a second "
+                                        f"after {limits.offer_burst}); wait a moment and start again", 429)
         try:
-            params = json.loads(await request.text())
+            text = await request.text()
         except web.HTTPRequestEntityTooLarge:
-            return web.json_response({"error": f"offer larger than {MAX_OFFER_BYTES // 1024} kB: not an SDP offer"},
-                                     status=413)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            return _bad_request(f"the body is not JSON ({exc}); send {{\"sdp\": ..., \"type\": \"offer\"}}")
-        if not isinstance(params, dict) or not isinstance(params.get("sdp"), str) or params.get("type") != "offer":
-            return _bad_request("expected a JSON object {\"sdp\": <string>, \"type\": \"offer\"}")
-        if "m=video" not in params["sdp"]:
-            return _bad_request("malformed SDP: the offer has no video section (m=video); send the camera track")
-        if len(self.peers) >= self.config.max_peers:
-            return web.json_response({"error": f"server full ({self.config.max_peers} peers); try later"},
-                                     status=503)
-        return await self._answer(params["sdp"])
+            return self._refuse("size", f"offer larger than {limits.max_body_bytes // 1024} kB: not an SDP offer",
+                                413)
+        except UnicodeDecodeError as exc:
+            return self._refuse("json", f"the body is not JSON ({exc}); send {{\"sdp\": ..., \"type\": \"offer\"}}")
+        try:
+            sdp = await asyncio.get_running_loop().run_in_executor(None, parse_offer, text, limits)
+        except Refused as exc:
+            return self._refuse("offer", str(exc), exc.status)
+        # the reservation: check and take in one step (no await between), released once the peer is in self.peers
+        # or refused -- so simultaneous offers can never hold more than max_peers places
+        if len(self.peers) + self.reserved >= self.config.max_peers:
+            return self._refuse("full", f"server full ({self.config.max_peers} peers); try later", 503)
+        self.reserved += 1
+        try:
+            return await self._answer(sdp)
+        finally:
+            self.reserved -= 1
+
+    def _refuse(self, reason: str, message: str, status: int = 400) -> web.Response:
+        self.refused[reason] += 1
+        return web.json_response({"error": message}, status=status)
 
     async def _answer(self, sdp: str) -> web.Response:
         from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription  # noqa: PLC0415
 
         from web.peer import Peer, make_effect_track  # noqa: PLC0415
 
-        # a session loads a face tracker: off the event loop, other peers keep streaming meanwhile
-        session = await asyncio.get_running_loop().run_in_executor(None, self.effect.new_session)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(**s) for s in self.config.ice_servers]))
-        peer = Peer(self, pc, session)
+        peer = Peer(self, pc)     # its session (a face tracker) is made at the first video frame
         got_video = []
 
         @pc.on("datachannel")
@@ -159,20 +220,19 @@ class WebServer:
             await pc.setLocalDescription(answer)
         except Exception as exc:  # noqa: BLE001 -- anything aiortc says about a bad offer goes back to its sender
             await peer.close(f"offer refused: {type(exc).__name__}: {exc}")
-            return _bad_request(f"malformed SDP offer: {type(exc).__name__}: {exc}")
+            return self._refuse("offer", f"malformed SDP offer: {type(exc).__name__}: {str(exc)[:200]}")
 
         self.peers[peer.id] = peer
         peer.tasks.append(asyncio.ensure_future(peer.report()))
+        peer.tasks.append(asyncio.ensure_future(peer.expire_unless_connected(self.config.limits.pending_s)))
         log.info("peer %s: answered (%d peers)", peer.id, len(self.peers))
         return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
                                   "peer": peer.id})
 
     async def on_shutdown(self, app) -> None:
+        if getattr(self, "_lag_task", None) is not None:
+            self._lag_task.cancel()
         await asyncio.gather(*(p.close("server shutting down") for p in list(self.peers.values())))
-
-
-def _bad_request(message: str) -> web.Response:
-    return web.json_response({"error": message}, status=400)
 
 
 def rss_bytes() -> int:

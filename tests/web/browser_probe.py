@@ -1,12 +1,21 @@
 """Drive headless Chromium against `python -m web` and write what it saw as JSON (run inside a netns).
 
     unshare -n sh -c 'ip link set lo up && exec python tests/web/browser_probe.py --face F --out R.json
-                      --workdir D [-- <python -m web options>]'
+                      --workdir D [--mode basic|states|siege] [--shots DIR] [--seconds S] [-- <python -m web options>]'
 
-Steps: a y4m clip of the face (320×240, slight motion) feeds Chromium's fake camera; the page is opened,
+basic (default): a y4m clip of the face (320×240, slight motion) feeds Chromium's fake camera; the page is opened,
 "Start" clicked; we wait for the edited stream (video size, frames shown, currentTime, playback quality),
 then move the α slider through the data channel and wait for the server's stats to echo it. Pixel means
 of the edited video's centre are sampled before and after the change.
+
+states: three servers (no weights; tiny networks without directions; tiny networks with directions), one Chromium
+whose camera shows the face for 3 s then nothing for 2 s (looped); each page's status line is read for its state
+(networks missing, directions missing, running, no face), 3 s of the edited stream are recorded with the page's
+Record button (MediaRecorder) and written to the workdir; --shots DIR saves a screenshot of each state.
+
+siege: 4 Chromium pages stream from one server while a hostile client floods it with offers (1200 m-lines, nested
+JSON, cross-origin, foreign Host, garbage, valid offers that never connect) and a hostile peer floods its data
+channel; every second the server's RSS and peers and each page's fps / latency / frames are sampled.
 """
 from __future__ import annotations
 
@@ -19,13 +28,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"    # Debian's package
+# wait_for_function takes arrow functions only: a bare expression is eval'd in the page, which its CSP forbids
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
     "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+    # several pages in one window (siege): the tabs behind the first must not be throttled or paused
+    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows", "--disable-background-media-suspend",
 ]
 
 
@@ -88,18 +102,19 @@ def probe(url: str, y4m: Path, user_dir: Path, alpha: float) -> dict:
             page = ctx.new_page()
             page.on("console", lambda m: result["console"].append(m.text))
             page.goto(url)
-            page.wait_for_function("window.micromotion && window.micromotion.ready", timeout=20000)
+            page.wait_for_function("() => window.micromotion && window.micromotion.ready", timeout=20000)
             t_click = time.monotonic()
             page.click("#start")
-            page.wait_for_function("window.micromotion.framesShown > 0", timeout=60000)
+            page.wait_for_function("() => window.micromotion.framesShown > 0", timeout=60000)
             result["first_frame_s"] = round(time.monotonic() - t_click, 3)
             s0 = page.evaluate(STATE_JS)
             time.sleep(3.0)
             s1 = page.evaluate(STATE_JS)
             result["before"], result["after_3s"] = s0, s1
             result["fps_shown"] = round((s1["shown"] - s0["shown"]) / 3.0, 2)
-            page.wait_for_function("window.micromotion.lastStats !== null", timeout=20000)
+            page.wait_for_function("() => window.micromotion.lastStats !== null", timeout=20000)
             result["notice"] = page.inner_text("#notice") if page.is_visible("#notice") else None
+            result["status_text"] = page.inner_text("#status")     # what is missing, with its command
             result["centre_before"] = page.evaluate(CENTRE_MEAN_JS)
             result["diff_before"] = sum(page.evaluate(DIFF_JS) for _ in range(5)) / 5
             directions = s1["config"]["directions"]
@@ -118,7 +133,7 @@ def probe(url: str, y4m: Path, user_dir: Path, alpha: float) -> dict:
             page.wait_for_function(f"() => {{ const s = window.micromotion.lastStats; return s && {echo}; }}",
                                    timeout=20000)
             t_echo = page.evaluate("window.micromotion.lastStats.frames_out")
-            page.wait_for_function(f"window.micromotion.lastStats.frames_out > {t_echo} + 5", timeout=20000)
+            page.wait_for_function(f"() => window.micromotion.lastStats.frames_out > {t_echo} + 5", timeout=20000)
             time.sleep(1.0)
             result["centre_after"] = page.evaluate(CENTRE_MEAN_JS)
             result["diff_after"] = sum(page.evaluate(DIFF_JS) for _ in range(5)) / 5
@@ -135,11 +150,382 @@ def probe(url: str, y4m: Path, user_dir: Path, alpha: float) -> dict:
                     result["echo_after_pick"] = page.evaluate("window.micromotion.lastStats.controls")
             # an unknown direction: the error comes back to this page only
             page.evaluate("""() => window.micromotion.sendControls({directions: {no_such_direction: 1.0}})""")
-            page.wait_for_function("window.micromotion.lastError !== null", timeout=10000)
+            page.wait_for_function("() => window.micromotion.lastError !== null", timeout=10000)
             result["unknown_direction_error"] = page.evaluate("window.micromotion.lastError")
         finally:
             ctx.close()
     return result
+
+
+# ------------------------------------------------------------------------------------------------ states
+
+
+def write_face_and_blank_y4m(face_path: Path, out: Path, face_s: float = 3.0, blank_s: float = 2.0) -> None:
+    """A 320×240 y4m: the face moving for `face_s`, then a faceless gradient for `blank_s` (Chromium loops it)."""
+    import cv2
+    import numpy as np
+
+    from stream.sources import write_y4m
+    from web.loadtest import moving_face_frames
+
+    faces = moving_face_frames(cv2.imread(str(face_path)), size=(320, 240), n=int(30 * face_s))
+    ramp = np.linspace(60, 190, 320, dtype=np.float32)[None, :, None]
+    blank = np.broadcast_to(ramp, (240, 320, 3)).astype(np.uint8)
+    write_y4m(faces + [blank] * int(30 * blank_s), out, fps=30)
+
+
+STATUS_JS = """() => { const s = document.getElementById('status'); const f = document.getElementById('face');
+  const reasons = [...document.querySelectorAll('#controls-reason li')].map(li => li.textContent);
+  const disabled = [...document.querySelectorAll('input, select, button')].filter(e => e.disabled).map(e => e.id);
+  const read = id => document.getElementById(id).textContent;
+  return {state: s.dataset.state, kind: s.dataset.kind, text: s.innerText, face: f.dataset.face,
+          notice: document.getElementById('notice').hidden ? null : document.getElementById('notice').innerText,
+          reasons, disabled, mode: read('mode'),
+          readouts: {fps: read('fps'), latency: read('latency'), dropped: read('dropped'), edit_age: read('edit-age')}};
+}"""
+
+RECORD_JS = """async (seconds) => {
+  const mm = window.micromotion;
+  if (!mm.startRecording()) return null;
+  await new Promise(r => setTimeout(r, seconds * 1000));
+  const blob = await mm.stopRecording();
+  const data = await new Promise(r => { const fr = new FileReader(); fr.onload = () => r(fr.result); fr.readAsDataURL(blob); });
+  return {type: blob.type, size: blob.size, b64: data.split(',')[1]};
+}"""
+
+
+def _wait_state(page, states: list[str], timeout_s: float) -> dict:
+    """Wait until the status line shows one of `states`; its STATUS_JS reading."""
+    page.wait_for_function(f"() => {json.dumps(states)}.includes(document.getElementById('status').dataset.state)",
+                           timeout=timeout_s * 1000)
+    return page.evaluate(STATUS_JS)
+
+
+def _shot(page, shots: Path | None, name: str) -> None:
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / f"page-{name}.png"), full_page=True)
+
+
+def decode_webm(path: Path) -> dict:
+    """Frames, size and codec of a recording, decoded with PyAV."""
+    import av
+
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        frames = [f for f in c.decode(stream)]
+        return {"frames": len(frames), "width": frames[0].width if frames else None,
+                "height": frames[0].height if frames else None, "codec": stream.codec_context.name,
+                "span_s": round(float(frames[-1].time - frames[0].time), 3) if len(frames) > 1 and
+                frames[0].time is not None else None,
+                "mean_luma": round(float(frames[len(frames) // 2].to_ndarray(format="gray").mean()), 1) if frames else None}
+
+
+def probe_states(urls: dict, y4m: Path, user_dir: Path, work: Path, shots: Path | None, record_s: float) -> dict:
+    """Each server's page: the status line before and after Start; on the full server also no face, a recording,
+    the before/after split and Stop clearing the readouts."""
+    import base64
+
+    from playwright.sync_api import sync_playwright
+
+    result: dict = {"console": []}
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(user_dir), executable_path=CHROMIUM, headless=True, viewport={"width": 1100, "height": 900},
+            args=CHROMIUM_FLAGS + [f"--use-file-for-fake-video-capture={y4m}"])
+        try:
+            for name, expect in (("no_weights", ["networks_missing"]), ("no_directions", ["directions_missing"]),
+                                 ("full", ["running"])):
+                page = ctx.new_page()
+                page.on("console", lambda m: result["console"].append(m.text))
+                page.goto(urls[name])
+                page.wait_for_function("() => window.micromotion && window.micromotion.ready", timeout=20000)
+                got = {"idle": page.evaluate(STATUS_JS)}
+                _shot(page, shots, f"{name}-idle")
+                page.click("#start")
+                got["streaming"] = _wait_state(page, expect, 90)
+                _shot(page, shots, expect[0].replace("_", "-"))
+                if name == "full":
+                    got["no_face"] = _wait_state(page, ["no_face"], 30)
+                    _shot(page, shots, "no-face")
+                    page.evaluate("""() => { const a = document.getElementById('alpha'); a.value = a.max * 0.75;
+                                           a.dispatchEvent(new Event('input')); }""")
+                    page.wait_for_function("""() => { const s = window.micromotion.lastStats;
+                        return s && Object.values(s.controls.directions).some(v => v > 0); }""", timeout=20000)
+                    got["running_again"] = _wait_state(page, ["running"], 60)
+                    page.click("#split")
+                    page.evaluate("""() => { const r = document.getElementById('split-pos'); r.value = '40';
+                                           r.dispatchEvent(new Event('input')); }""")
+                    time.sleep(0.5)
+                    _shot(page, shots, "split")
+                    got["split_visible"] = page.is_visible("#before")
+                    rec = page.evaluate(RECORD_JS, record_s)
+                    if rec is not None:
+                        path = work / "recording.webm"
+                        path.write_bytes(base64.b64decode(rec.pop("b64")))
+                        rec["decoded"] = decode_webm(path)
+                    got["recording"] = rec
+                    got["download"] = page.evaluate("""() => { const a = document.getElementById('download');
+                        return {hidden: a.hidden, name: a.download, text: a.textContent}; }""")
+                    _shot(page, shots, "recorded")
+                    page.click("#enabled")
+                    got["off"] = _wait_state(page, ["off"], 20)
+                    _shot(page, shots, "effect-off")
+                page.click("#stop")
+                got["stopped"] = page.evaluate(STATUS_JS)
+                _shot(page, shots, f"{name}-stopped")
+                result[name] = got
+                page.close()
+            if "remote" in urls:
+                result["remote"] = probe_remote(ctx, urls["remote"], urls["camera"], shots)
+        finally:
+            ctx.close()
+    return result
+
+
+def probe_remote(ctx, url: str, camera: str, shots: Path | None) -> dict:
+    """The page without media (`python -m web --control`): its status line follows the virtual camera, its α
+    slider and "effect on" box change the camera's controls."""
+    import urllib.request
+
+    def camera_controls():
+        return json.loads(urllib.request.urlopen(f"{camera}/stats", timeout=5).read())["controls"]
+
+    page = ctx.new_page()
+    got: dict = {}
+    page.goto(url)
+    page.wait_for_function("() => window.micromotion && window.micromotion.ready", timeout=20000)
+    got["status"] = _wait_state(page, ["running"], 60)
+    got["widgets"] = page.evaluate(SLIDER_JS)
+    got["videos_hidden"] = not page.is_visible("#remote")
+    got["source_reason"] = page.inner_text("#source-reason")
+    page.evaluate("""() => { const a = document.getElementById('alpha'); a.value = '1.5';
+                           a.dispatchEvent(new Event('input')); }""")
+    page.wait_for_function("() => window.micromotion.controlsAcked !== null", timeout=10000)
+    got["camera_after_alpha"] = camera_controls()
+    _shot(page, shots, "remote")
+    page.click("#enabled")
+    got["off"] = _wait_state(page, ["off"], 20)
+    got["camera_after_off"] = camera_controls()
+    page.close()
+    return got
+
+
+class _Recorder:
+    """A pyvirtualcam backend that drops the frames (there is no v4l2loopback device here)."""
+
+    def __init__(self, width, height, fps, fourcc, device, **kw):
+        self.frames = 0
+
+    def send(self, frame):
+        self.frames += 1
+
+    def close(self):
+        pass
+
+    def device(self):
+        return "probe-recorder"
+
+    def native_fourcc(self):
+        return None
+
+
+def start_virtual_camera(face: Path, work: Path, port: int):
+    """`python -m stream --image FACE --virtual-camera --control-port PORT --demo ...` in a thread of this process
+    (its pyvirtualcam backend is registered here); returns the thread."""
+    import threading
+
+    import cv2
+    from pyvirtualcam.camera import register_backend
+
+    from stream.__main__ import main as stream_main
+
+    register_backend("probe-recorder", _Recorder)
+    still = work / "camera-face.png"
+    cv2.imwrite(str(still), cv2.resize(cv2.imread(str(face)), (320, 240)))
+    argv = ["--image", str(still), "--virtual-camera", "--vcam-backend", "probe-recorder", "--frames", "100000",
+            "--fps", "15", "--demo", "--direction", "smile", "--alpha", "4", "--control-port", str(port), "-q"]
+    thread = threading.Thread(target=stream_main, args=(argv,), daemon=True, name="virtual-camera")
+    thread.start()
+    return thread
+
+
+def run_states(args, work: Path) -> dict:
+    """Start the three servers (in parallel), probe them, stop them."""
+    from tiny_weights import server_args, write_tiny_weights
+    from web.loadtest import free_port, start_server, wait_serving
+
+    weights = write_tiny_weights(work / "weights")
+    empty = work / "no-directions"
+    empty.mkdir(exist_ok=True)
+    home = work / "empty-home"
+    home.mkdir(exist_ok=True)
+    plans = {"no_weights": ([], {"MICROMOTION_HOME": str(home)}),
+             "no_directions": (["--encoder", str(weights["encoder"]), "--directions-dir", str(empty),
+                                "--device", "cpu"], {}),
+             "full": (server_args(weights), {})}
+    y4m = work / "face-and-blank.y4m"
+    write_face_and_blank_y4m(Path(args.face), y4m)
+    servers, urls = {}, {}
+    try:
+        for name, (extra, env) in plans.items():
+            port = free_port()
+            servers[name] = (start_server(port, extra, work / f"server-{name}.log", env=env, wait=False), port)
+            urls[name] = f"http://127.0.0.1:{port}/"
+        cam_port, page_port = free_port(), free_port()
+        start_virtual_camera(Path(args.face), work, cam_port)
+        urls["camera"] = f"http://127.0.0.1:{cam_port}"
+        _wait_url(f"{urls['camera']}/stats")
+        urls["remote"] = f"http://127.0.0.1:{page_port}/"
+        servers["remote"] = (start_server(page_port, ["--control", urls["camera"]], work / "server-remote.log",
+                                          wait=False), page_port)
+        for name, (proc, port) in servers.items():
+            wait_serving(proc, port, work / f"server-{name}.log")
+        shots = Path(args.shots) if args.shots else None
+        return probe_states(urls, y4m, work / "chromium-profile", work, shots, args.record_seconds)
+    finally:
+        for proc, _ in servers.values():
+            _stop(proc)
+
+
+# ------------------------------------------------------------------------------------------------ siege
+
+PAGE_JS = """() => { const mm = window.micromotion; const s = mm.lastStats || {};
+  const q = document.getElementById('remote').getVideoPlaybackQuality();
+  return {shown: mm.framesShown, decoded: q.totalVideoFrames, state: mm.pc ? mm.pc.connectionState : null,
+          fps: s.fps, latency_ms: s.latency_ms,
+          frames_out: s.frames_out, effect_state: s.state, error: mm.lastError}; }"""
+
+
+def _attack(url: str, face: str, seconds: float, out: dict) -> None:
+    """The hostile client (its own thread and event loop): a data-channel flood from a connected peer, then offer
+    floods from 4 tasks for the rest of the time."""
+    import asyncio
+
+    import cv2
+
+    from web.loadtest import client_offer, flood_channel, flood_offers, moving_face_frames
+    from web.server import restrict_host_candidates
+
+    async def attack():
+        restrict_host_candidates(["127.0.0.1"])
+        frames = moving_face_frames(cv2.imread(face), n=30)
+        sdp = await client_offer(frames)
+        channel = asyncio.ensure_future(flood_channel(url, frames, seconds - 2.0, big=False))
+        await asyncio.sleep(min(3.0, seconds / 4))     # the flooding peer takes its place before the offer flood
+        out["offers"] = await flood_offers(url, seconds - min(3.0, seconds / 4) - 1.0, sdp)
+        out["channel"] = await channel
+
+    try:
+        asyncio.run(attack())
+    except Exception as exc:  # noqa: BLE001 -- reported, the test asserts on it
+        out["failure"] = f"{type(exc).__name__}: {exc}"
+
+
+def udp_counters() -> dict:
+    """This network namespace's UDP counters (/proc/net/snmp): receive-buffer drops show a starved reader."""
+    try:
+        lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+        return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:])}
+    except (OSError, IndexError, ValueError):
+        return {}
+
+
+def run_siege(args, work: Path, server_args: list[str]) -> dict:
+    """`args.pages` Chromium pages stream from one server for `args.seconds` under attack; a row per second."""
+    import threading
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    from web.loadtest import free_port, start_server
+
+    y4m = work / "face.y4m"
+    write_face_y4m(Path(args.face), y4m)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(port, [*server_args, "--offer-rate", "50"], work / "server.log")
+    report: dict = {"seconds": args.seconds, "pages": args.pages, "timeline": [], "attack": {},
+                    "udp_before": udp_counters()}
+
+    def sample(t0: float, pages) -> dict:
+        t = time.monotonic()
+        stats = json.loads(urllib.request.urlopen(f"{url}/stats", timeout=10).read())
+        api_ms = (time.monotonic() - t) * 1e3
+        return {"t_s": round(t - t0, 1), "rss_mb": stats["rss_mb"], "peers": stats["peers"],
+                "pending": stats.get("pending"), "refused": stats.get("refused"), "api_ms": round(api_ms, 1),
+                "lag_ms": stats.get("loop_lag_ms"),
+                "pages": [p.evaluate(PAGE_JS) for p in pages]}
+
+    try:
+        with sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(
+                str(work / "chromium-profile"), executable_path=CHROMIUM, headless=True,
+                args=CHROMIUM_FLAGS + [f"--use-file-for-fake-video-capture={y4m}"])
+            try:
+                pages = [ctx.new_page() for _ in range(args.pages)]
+                for page in pages:
+                    page.goto(url + "/")
+                    page.wait_for_function("() => window.micromotion && window.micromotion.ready", timeout=30000)
+                    page.click("#start")
+                for page in pages:
+                    page.wait_for_function("() => window.micromotion.framesShown > 0", timeout=120000)
+                t0 = time.monotonic()
+                report["before"] = []
+                for _ in range(2):                  # two rows before the attack starts
+                    time.sleep(1.0)
+                    report["before"].append(sample(t0, pages))
+                attacker = threading.Thread(target=_attack, args=(url, args.face, args.seconds, report["attack"]),
+                                            daemon=True)
+                t0 = time.monotonic()
+                if args.attack:
+                    attacker.start()
+                k = 0
+                while time.monotonic() - t0 < args.seconds:      # a row a second (or as fast as sampling goes)
+                    k += 1
+                    time.sleep(max(0.0, t0 + k - time.monotonic()))
+                    report["timeline"].append(sample(t0, pages))
+                if args.attack:
+                    attacker.join(60)
+                time.sleep(1.0)
+                report["after"] = sample(t0, pages)
+                if shots := (Path(args.shots) if args.shots else None):
+                    _shot(pages[0], shots, "siege")
+            finally:
+                ctx.close()
+        t_closed = time.monotonic()          # closed pages are freed by DTLS close, consent loss or --peer-timeout
+        while True:
+            report["peers_after_close"] = json.loads(urllib.request.urlopen(f"{url}/stats", timeout=10).read())["peers"]
+            if report["peers_after_close"] == 0 or time.monotonic() - t_closed > 30:
+                break
+            time.sleep(0.5)
+        report["freed_after_s"] = round(time.monotonic() - t_closed, 1)
+        report["udp_after"] = udp_counters()
+    finally:
+        _stop(server)
+    return report
+
+
+def _wait_url(url: str, timeout_s: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def _stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except Exception:
+        proc.kill()
 
 
 def main() -> int:
@@ -153,11 +539,28 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--alpha", type=float, default=4.0)
+    p.add_argument("--mode", choices=("basic", "states", "siege"), default="basic")
+    p.add_argument("--shots", help="states/siege: save page screenshots (page-*.png) in this folder")
+    p.add_argument("--record-seconds", type=float, default=3.0)
+    p.add_argument("--seconds", type=float, default=12.0, help="siege: how long the pages stream under attack")
+    p.add_argument("--pages", type=int, default=4, help="siege: real Chromium pages")
+    p.add_argument("--no-attack", dest="attack", action="store_false",
+                   help="siege: the same pages and sampling without the hostile client (a baseline)")
     args = p.parse_args(argv)
     from web.loadtest import free_port, start_server
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    if args.mode != "basic":
+        report: dict = {}
+        try:
+            report = run_states(args, work) if args.mode == "states" else run_siege(args, work, server_args)
+        except Exception as exc:  # report what failed; the test asserts on it
+            import traceback
+
+            report["failure"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"
+        Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+        return 0
     y4m = work / "face.y4m"
     write_face_y4m(Path(args.face), y4m)
     port = free_port()

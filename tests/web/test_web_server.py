@@ -66,8 +66,10 @@ BAD_OFFERS = [
 
 
 def test_bad_offers_get_400_with_message_and_server_keeps_serving():
+    from web.guard import Limits
+
     async def scenario():
-        server, runner, url = await _serve(_demo_effect())
+        server, runner, url = await _serve(_demo_effect(), limits=Limits(offer_burst=50))   # not the rate here
         try:
             for body, expected in BAD_OFFERS:
                 status, reply = await _post(f"{url}/offer", body)
@@ -124,7 +126,7 @@ def test_two_peers_own_controls_and_errors_stay_with_their_client(request, faces
     effect = Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas, batching=True)
     states = []
     make_session = effect.new_session
-    effect.new_session = lambda: states.append(make_session()) or states[-1]
+    effect.new_session = lambda **kw: states.append(make_session(**kw)) or states[-1]
     direction = effect.available_directions[0]
 
     async def scenario():

@@ -1,12 +1,50 @@
 // micromotion page: camera → server (aiortc) → edited stream; controls over the "controls" data channel.
-// window.micromotion exposes the live objects and counters (used by the browser test and for debugging).
+// With /config "kind": "remote" (python -m web --control URL) the page has no media: its controls drive a running
+// virtual camera through POST /controls and its status line reads GET /stats.
+// window.micromotion exposes the live objects and counters (used by the browser tests and for debugging).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const mm = (window.micromotion = {
   pc: null, dc: null, config: null, lastStats: null, lastError: null, framesShown: 0,
-  firstFrameMs: null, startedAt: null, controlsAcked: null,
+  firstFrameMs: null, startedAt: null, controlsAcked: null, phase: "loading", recorder: null, recording: null,
+  recordingDone: null, status: null,
 });
+
+// ------------------------------------------------------------------------------------------------ words
+const MODE_WORDS = {
+  full: ["full effect", "networks and directions loaded: the face is edited"],
+  tracking: ["tracking only", "no networks: the face is found and outlined, not edited (see the status line)"],
+  demo: ["demo", "started with --demo: faces are tinted per direction, no networks"],
+};
+// the server's states (stream.status) → a short label; the server's own message follows it
+const STATE_LABELS = {
+  ready: "Ready", demo: "Demo", networks_missing: "Networks missing", tracking_only: "Tracking only",
+  directions_missing: "Directions missing", unreachable: "Virtual camera not reachable",
+  running: "Running", waiting: "Face found", stale: "Edit stale", no_face: "No face in view",
+  face_too_small: "Face too small", off: "Effect off", error: "Frame failed", starting: "Camera starting",
+};
+// what to do, where the server's own line would only repeat the label
+const STATE_HINTS = {
+  no_face: "nothing to edit: look into the camera",
+  off: "the camera passes through unchanged: tick “effect on” to edit",
+};
+const EDIT_STATES = ["running", "stale", "directions_missing"];
+const STATE_KIND = {  // the status line's colour
+  ready: "ok", running: "ok", demo: "ok", waiting: "busy", starting: "busy", connecting: "busy",
+  stale: "warn", no_face: "warn", face_too_small: "warn", off: "idle", idle: "idle", stopped: "idle",
+  networks_missing: "bad", tracking_only: "warn", directions_missing: "bad", unreachable: "bad", error: "bad",
+};
+
+// ------------------------------------------------------------------------------------------------ small helpers
+function withCode(box, text) {
+  // `command` → <code>command</code>, the rest as text (never HTML)
+  box.textContent = "";
+  String(text || "").split(/`([^`]+)`/).forEach((part, i) => {
+    if (i % 2) { const c = document.createElement("code"); c.textContent = part; box.appendChild(c); }
+    else box.appendChild(document.createTextNode(part));
+  });
+}
 
 function showError(message) {
   mm.lastError = message;
@@ -15,15 +53,104 @@ function showError(message) {
   box.hidden = false;
 }
 
+function setStatus(state, label, text) {
+  mm.status = { state, label, text };
+  const box = $("status");
+  box.dataset.state = state;
+  box.dataset.kind = STATE_KIND[state] || "idle";
+  $("status-label").textContent = label;
+  withCode($("status-text"), text || "");
+}
+
+const isRemote = () => !!(mm.config && mm.config.kind === "remote");
+const hasDirections = () => !!(mm.config && mm.config.directions && mm.config.directions.length);
+
+// the state the server is in before any frame: what is missing, or ready
+function configStatus() {
+  const c = mm.config || {};
+  const state = c.state || "ready";
+  if (state === "ready") {
+    return isRemote() ? ["ready", "Ready", "driving the virtual camera: its picture goes to the camera, not here"]
+      : ["ready", "Ready", "press Start to use your camera"];
+  }
+  return [state, STATE_LABELS[state] || state, c.notice || state.replace(/_/g, " ")];
+}
+
+function streamStatus(s) {
+  const label = STATE_LABELS[s.state] || s.state;
+  let text = s.message || "";
+  if (!text || text.toLowerCase() === label.toLowerCase()) text = STATE_HINTS[s.state] || text;
+  const alphas = Object.values((s.controls && s.controls.directions) || {});
+  if (s.state === "running" && alphas.length && alphas.every((a) => a === 0)) {
+    text += " — α is 0, so nothing changes: move the α slider";
+  }
+  return [s.state, label, text];
+}
+
+function renderStatus() {
+  const s = mm.lastStats;
+  if (mm.phase === "connecting") setStatus("connecting", "Connecting", "asking for the camera and the server…");
+  else if ((mm.phase === "running" || mm.phase === "remote") && s && s.state) setStatus(...streamStatus(s));
+  else if (mm.phase === "running") setStatus("connecting", "Connecting", "waiting for the first edited frame…");
+  else {
+    const [state, label, text] = configStatus();
+    if (mm.phase === "stopped" && state === "ready") setStatus("stopped", "Stopped", "press Start to go again");
+    else setStatus(state, label, text);
+  }
+  // the notice repeats what is missing only while the status line says something else
+  const noticeText = $("notice-text");
+  if (noticeText) noticeText.hidden = mm.status.state === (mm.config && mm.config.state);
+  $("notice").hidden = ![...$("notice").children].some((e) => !e.hidden);
+}
+mm.renderStatus = renderStatus;
+
+// ------------------------------------------------------------------------------------------------ readouts
+function renderFace(s) {
+  const el = $("face");
+  let face = "idle", text = "face: –";
+  if (s && s.state) {
+    const faces = (s.effect && s.effect.faces) || 0;
+    if (s.state === "no_face") { face = "none"; text = "no face"; }
+    else if (s.state === "face_too_small") { face = "small"; text = "face too small"; }
+    else if (s.state === "off") { face = "idle"; text = "effect off"; }
+    else if (faces > 0 || ["running", "waiting", "stale", "networks_missing", "tracking_only",
+      "directions_missing"].includes(s.state)) { face = "found"; text = faces > 1 ? `${faces} faces` : "face found"; }
+  }
+  el.dataset.face = face;
+  $("face-text").textContent = text;
+}
+
+const READOUTS = ["fps", "latency", "process", "edit-age", "dropped", "shown-fps"];
+
+function renderReadout(s) {
+  const ms = (v) => (v == null ? "–" : `${Number(v).toFixed(0)} ms`);
+  $("fps").textContent = s.fps == null ? "–" : Number(s.fps).toFixed(1);
+  $("latency").textContent = ms(s.latency_ms);
+  $("process").textContent = ms(s.process_ms);
+  $("edit-age").textContent = EDIT_STATES.includes(s.state) ? ms(s.edit_age_ms) : "–";
+  $("dropped").textContent = s.dropped == null ? "–" : s.dropped;
+}
+
+function clearReadouts() {
+  for (const id of READOUTS) $(id).textContent = "–";
+  mm.lastStats = null;
+  renderFace(null);
+}
+
+// ------------------------------------------------------------------------------------------------ controls
 function currentControls() {
   const alpha = parseFloat($("alpha").value);
   const direction = $("direction").value;
-  return {
+  const controls = {
     directions: direction ? { [direction]: alpha } : {},
     animate: $("animate").checked,
     period_s: parseFloat($("period").value),
     enabled: $("enabled").checked,
+    paste_mode: $("paste-mode").value,
   };
+  const faces = parseInt($("max-faces").value, 10);
+  if (faces > 0) controls.max_faces = faces;
+  return controls;
 }
 
 // The α slider follows the picked direction's suggested range (GET /config "alpha": min/max/step/default from
@@ -47,7 +174,7 @@ function showAlpha() {
 function applyAlphaRange(name, value) {
   const h = alphaHint(name), a = $("alpha");
   a.min = h.min; a.max = h.max; a.step = h.step;
-  a.value = value === "default" ? h.default : Math.min(Math.max(0, h.min), h.max);
+  a.value = value === "default" ? h.default : (typeof value === "number" ? value : Math.min(Math.max(0, h.min), h.max));
   $("alpha-min").textContent = h.min;
   $("alpha-max").textContent = h.max;
   showAlpha();
@@ -55,21 +182,137 @@ function applyAlphaRange(name, value) {
 mm.applyAlphaRange = applyAlphaRange;
 
 function sendControls(controls) {
+  const body = JSON.stringify({ type: "controls", controls: controls || currentControls() });
+  if (isRemote()) {
+    postRemoteControls(controls || currentControls());
+    return true;
+  }
   if (!mm.dc || mm.dc.readyState !== "open") return false;
-  mm.dc.send(JSON.stringify({ type: "controls", controls: controls || currentControls() }));
+  mm.dc.send(body);
   return true;
 }
 mm.sendControls = sendControls;
+
+// every control that can do nothing now is disabled, and the list under the controls says why
+function updateControlStates() {
+  const c = mm.config || {};
+  const reasons = [];
+  const off = !$("enabled").checked;
+  const noDirections = !hasDirections();
+  const disable = (ids, why) => {
+    for (const id of ids) { $(id).disabled = true; $(id).title = why; }
+  };
+  for (const id of ["direction", "alpha", "animate", "period", "enabled", "max-faces", "paste-mode"]) {
+    $(id).disabled = false; $(id).removeAttribute("title");
+  }
+  if (noDirections) {
+    const why = `No direction to apply: ${(STATE_LABELS[c.state] || "none installed").toLowerCase()} ` +
+      "(the status line says how to fix it)";
+    reasons.push(why);
+    disable(["direction", "alpha", "animate", "period"], why);
+  } else if (off) {
+    const why = "The effect is off: tick “effect on” to edit";
+    reasons.push(why);
+    disable(["direction", "alpha", "animate", "period", "paste-mode"], why);
+  } else if (!$("animate").checked) {
+    disable(["period"], "the period applies while animating");
+  }
+  if (!c.available && !off) {
+    const why = "Paste: nothing is pasted without networks";
+    reasons.push(why);
+    disable(["paste-mode"], why);
+  }
+  if ((c.max_faces || 1) <= 1) {
+    disable(["max-faces"], "the server edits one face: start it with --max-faces N for more");
+  }
+  if (c.state === "unreachable") {
+    const why = "The virtual camera does not answer";
+    disable(["direction", "alpha", "animate", "period", "enabled", "max-faces", "paste-mode"], why);
+  }
+  const list = $("controls-reason");
+  list.textContent = "";
+  for (const r of reasons) { const li = document.createElement("li"); withCode(li, r); list.appendChild(li); }
+  list.hidden = reasons.length === 0;
+  updateSourceStates();
+}
+mm.updateControlStates = updateControlStates;
+
+function updateSourceStates() {
+  const running = mm.phase === "running";
+  const remote = isRemote();
+  $("start").disabled = remote || running || mm.phase === "connecting" || mm.phase === "loading";
+  $("stop").disabled = remote || !running;
+  $("stop").title = running ? "stop the camera and the stream" : "Start first";
+  const recording = !!(mm.recorder && mm.recorder.state === "recording");
+  $("record").disabled = remote || !(running && $("remote").srcObject);
+  $("record").title = remote ? "the picture goes to the virtual camera, not to this page"
+    : (running ? "record the edited stream (webm)" : "Start first: records the edited stream");
+  $("record").textContent = recording ? "■ Stop recording" : "● Record";
+  $("record").classList.toggle("recording", recording);
+  for (const id of ["camera", "resolution", "split"]) $(id).disabled = remote;
+  const reason = $("source-reason");
+  reason.hidden = !remote;
+  if (remote) {
+    withCode(reason, `This page drives the virtual camera at ${mm.config.control_url}: its picture goes to the ` +
+      "virtual camera (pick it in your call app), not to this page. Preview keys there: + / - α, space on/off.");
+  }
+}
+
+function fillDirections() {
+  const select = $("direction");
+  select.textContent = "";
+  if (!hasDirections()) {
+    const opt = document.createElement("option");
+    opt.value = ""; opt.textContent = "none installed";
+    select.appendChild(opt);
+  }
+  for (const name of mm.config.directions || []) {
+    const opt = document.createElement("option");
+    opt.value = opt.textContent = name;
+    select.appendChild(opt);
+  }
+  applyAlphaRange(select.value, "rest");
+  const faces = $("max-faces");
+  faces.textContent = "";
+  const cap = Math.max(1, mm.config.max_faces || 1);
+  for (let n = 1; n <= cap; n++) {
+    const opt = document.createElement("option");
+    opt.value = String(n); opt.textContent = String(n);
+    faces.appendChild(opt);
+  }
+  faces.value = String(cap);
+}
+
+// the controls the server reports (a virtual camera started with its own flags) → the widgets
+function showControls(controls, maxFaces) {
+  if (!controls) return;
+  const names = Object.keys(controls.directions || {});
+  if (names.length && (mm.config.directions || []).includes(names[0])) {
+    $("direction").value = names[0];
+    applyAlphaRange(names[0], controls.directions[names[0]]);
+  }
+  $("animate").checked = !!controls.animate;
+  $("enabled").checked = controls.enabled !== false;
+  if (controls.period_s) $("period").value = controls.period_s;
+  $("period-value").textContent = `${parseFloat($("period").value).toFixed(1)} s`;
+  if (controls.paste_mode) $("paste-mode").value = controls.paste_mode;
+  if (maxFaces) $("max-faces").value = String(maxFaces);
+  updateControlStates();
+}
+
+// ------------------------------------------------------------------------------------------------ messages
+function onStats(msg) {
+  mm.lastStats = msg;
+  renderReadout(msg);
+  renderFace(msg);
+  renderStatus();
+}
 
 function onMessage(event) {
   let msg;
   try { msg = JSON.parse(event.data); } catch (e) { return; }
   if (msg.type === "stats") {
-    mm.lastStats = msg;
-    $("fps").textContent = msg.fps.toFixed(1);
-    $("latency").textContent = msg.latency_ms == null ? "–" : `${msg.latency_ms.toFixed(0)} ms`;
-    $("process").textContent = msg.process_ms == null ? "–" : `${msg.process_ms.toFixed(0)} ms`;
-    $("dropped").textContent = msg.dropped;
+    if (mm.phase === "running") onStats(msg);
   } else if (msg.type === "controls_ok") {
     mm.controlsAcked = msg.controls;
     $("error").hidden = true;
@@ -78,9 +321,13 @@ function onMessage(event) {
   }
 }
 
+// ------------------------------------------------------------------------------------------------ camera and stream
+let shownLoop = 0;
 function countShownFrames(video) {
+  const loop = ++shownLoop;
   let last = performance.now(), frames = 0;
   const tick = (now) => {
+    if (loop !== shownLoop) return;
     mm.framesShown += 1;
     frames += 1;
     if (mm.firstFrameMs === null) mm.firstFrameMs = performance.now() - mm.startedAt;
@@ -107,19 +354,55 @@ function waitForIceGathering(pc) {
   });
 }
 
+function cameraConstraints() {
+  const [w, h] = $("resolution").value.split("x").map(Number);
+  const video = { width: { ideal: w }, height: { ideal: h } };
+  if ($("camera").value) video.deviceId = { exact: $("camera").value };
+  return { video, audio: false };
+}
+
+async function listCameras() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+  const select = $("camera"), keep = select.value;
+  const cams = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+  select.textContent = "";
+  const def = document.createElement("option");
+  def.value = ""; def.textContent = "default camera";
+  select.appendChild(def);
+  cams.forEach((d, i) => {
+    if (!d.deviceId) return;       // no permission yet: ids and labels come after Start
+    const opt = document.createElement("option");
+    opt.value = d.deviceId; opt.textContent = d.label || `camera ${i + 1}`;
+    select.appendChild(opt);
+  });
+  if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+}
+
 async function start() {
-  $("start").disabled = true;
+  mm.phase = "connecting";
+  updateSourceStates();
+  renderStatus();
   $("error").hidden = true;
   mm.startedAt = performance.now();
+  mm.firstFrameMs = null;
   try {
-    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+    const stream = await navigator.mediaDevices.getUserMedia(cameraConstraints());
     $("local").srcObject = stream;
+    if ($("split").checked) $("before").srcObject = stream;
+    listCameras();
     const pc = (mm.pc = new RTCPeerConnection({ iceServers: (mm.config && mm.config.iceServers) || [] }));
-    pc.addEventListener("connectionstatechange", () => { $("state").textContent = pc.connectionState; });
+    pc.addEventListener("connectionstatechange", () => {
+      $("state").textContent = pc.connectionState;
+      if (["failed", "closed"].includes(pc.connectionState) && mm.pc === pc) {
+        showError(`the connection ${pc.connectionState}; press Start to try again`);
+        stop();
+      }
+    });
     pc.addEventListener("track", (event) => {
       const remote = $("remote");
       remote.srcObject = event.streams[0] || new MediaStream([event.track]);
       countShownFrames(remote);
+      updateSourceStates();
     });
     const dc = (mm.dc = pc.createDataChannel("controls"));
     dc.addEventListener("open", () => sendControls());
@@ -135,64 +418,216 @@ async function start() {
     const answer = await response.json();
     if (!response.ok) throw new Error(answer.error || `server said ${response.status}`);
     await pc.setRemoteDescription(answer);
-    $("stop").disabled = false;
+    mm.phase = "running";
   } catch (err) {
     showError(`could not start: ${err.message || err}` +
       (window.isSecureContext ? "" : " (cameras need https:// or localhost: start the server with --cert/--key)"));
-    $("start").disabled = false;
+    stop();
+    return;
+  }
+  updateSourceStates();
+  renderStatus();
+}
+
+// a new camera or resolution while streaming: the same connection carries the new track
+async function switchSource() {
+  if (mm.phase !== "running" || !mm.pc) return;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia(cameraConstraints());
+    const track = stream.getVideoTracks()[0];
+    const sender = mm.pc.getSenders().find((s) => s.track && s.track.kind === "video");
+    if (sender) await sender.replaceTrack(track);
+    const old = $("local").srcObject;
+    $("local").srcObject = stream;
+    if ($("split").checked) $("before").srcObject = stream;
+    if (old) old.getTracks().forEach((t) => t.stop());
+  } catch (err) {
+    showError(`could not switch the camera: ${err.message || err}`);
   }
 }
 
 function stop() {
+  if (mm.recorder && mm.recorder.state === "recording") mm.recorder.stop();
   if (mm.pc) mm.pc.close();
   const local = $("local").srcObject;
   if (local) local.getTracks().forEach((t) => t.stop());
+  $("local").srcObject = null;
+  $("remote").srcObject = null;
+  $("before").srcObject = null;
+  shownLoop += 1;
   mm.pc = mm.dc = null;
+  mm.phase = "stopped";
   $("state").textContent = "closed";
-  $("start").disabled = false;
-  $("stop").disabled = true;
+  clearReadouts();
+  updateSourceStates();
+  renderStatus();
+}
+
+// ------------------------------------------------------------------------------------------------ recording
+function startRecording() {
+  const stream = $("remote").srcObject;
+  if (!stream || !window.MediaRecorder) { showError("nothing to record yet (or this browser cannot record)"); return false; }
+  const type = ["video/webm;codecs=vp8", "video/webm;codecs=vp9", "video/webm"]
+    .find((t) => MediaRecorder.isTypeSupported(t)) || "";
+  const rec = new MediaRecorder(stream, type ? { mimeType: type } : {});
+  const chunks = [];
+  rec.addEventListener("dataavailable", (e) => { if (e.data && e.data.size) chunks.push(e.data); });
+  mm.recordingDone = new Promise((resolve) => {
+    rec.addEventListener("stop", () => {
+      const blob = new Blob(chunks, { type: (rec.mimeType || "video/webm").split(";")[0] });
+      mm.recording = blob;
+      const link = $("download");
+      if (link.href) URL.revokeObjectURL(link.href);
+      link.href = URL.createObjectURL(blob);
+      link.download = `micromotion-${new Date().toISOString().replace(/[:.]/g, "-")}.webm`;
+      link.textContent = `download recording (${(blob.size / 1024).toFixed(0)} kB)`;
+      link.hidden = false;
+      updateSourceStates();
+      resolve(blob);
+    });
+  });
+  rec.start(500);
+  mm.recorder = rec;
+  updateSourceStates();
+  return true;
+}
+mm.startRecording = startRecording;
+
+function stopRecording() {
+  if (mm.recorder && mm.recorder.state === "recording") mm.recorder.stop();
+  return mm.recordingDone;
+}
+mm.stopRecording = stopRecording;
+
+// ------------------------------------------------------------------------------------------------ before/after
+function applySplit() {
+  const on = $("split").checked;
+  $("before").hidden = !on;
+  $("split-line").hidden = !on;
+  $("split-pos").hidden = !on;
+  $("before").srcObject = on ? $("local").srcObject : null;
+  $("stage").style.setProperty("--split", `${$("split-pos").value}%`);
+}
+
+// ------------------------------------------------------------------------------------------------ remote mode
+async function postRemoteControls(controls) {
+  try {
+    const r = await fetch("/controls", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(controls),
+    });
+    const reply = await r.json();
+    if (!r.ok) { showError(reply.error || `the camera said ${r.status}`); return; }
+    mm.controlsAcked = reply.controls;
+    $("error").hidden = true;
+  } catch (err) {
+    showError(`cannot reach the server: ${err}`);
+  }
+}
+
+async function pollRemote() {
+  let first = true;
+  for (;;) {
+    try {
+      const r = await fetch("/stats");
+      const s = await r.json();
+      if (r.ok) {
+        if (mm.config.state === "unreachable") { await loadConfig(); first = true; }   // the camera came up
+        if (first && s.controls) { showControls(s.controls, s.max_faces); first = false; }
+        onStats(s);
+      } else {
+        mm.lastStats = null;
+        setStatus("unreachable", STATE_LABELS.unreachable, s.error || `the server said ${r.status}`);
+      }
+    } catch (err) {
+      setStatus("unreachable", "Server not reachable", String(err));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ start-up
+function showNotice() {
+  const c = mm.config, box = $("notice");
+  box.textContent = "";
+  if (c.notice) {
+    const p = document.createElement("p");
+    p.id = "notice-text";
+    withCode(p, c.notice);
+    box.appendChild(p);
+  }
+  const skipped = c.skipped_directions || [];
+  if (skipped.length) {
+    const p = document.createElement("p");
+    p.textContent = `${skipped.length} direction file${skipped.length > 1 ? "s" : ""} could not be used:`;
+    const ul = document.createElement("ul");
+    for (const [file, reason] of skipped) {
+      const li = document.createElement("li");
+      const name = document.createElement("code");
+      name.textContent = String(file).split("/").pop();
+      li.appendChild(name);
+      li.appendChild(document.createTextNode(` — ${reason}`));
+      ul.appendChild(li);
+    }
+    box.appendChild(p);
+    box.appendChild(ul);
+  }
+  box.hidden = !box.childNodes.length;
+}
+
+function showMode() {
+  const remote = isRemote();
+  let [word, why] = remote ? ["virtual camera", `controls of the virtual camera at ${mm.config.control_url}`]
+    : (MODE_WORDS[mm.config.mode] || [mm.config.mode, ""]);
+  if (mm.config.state === "directions_missing") {
+    [word, why] = ["no directions", "networks loaded, no direction installed: faces are reconstructed, not edited"];
+  }
+  $("mode").textContent = word;
+  $("mode").title = why;
+  $("videos").hidden = remote;
+  document.body.classList.toggle("remote", remote);   // no camera, Start, Record or split: the picture is elsewhere
+}
+
+async function loadConfig() {
+  const r = await fetch("/config");
+  const config = await r.json();
+  if (!r.ok) throw new Error(config.error || r.status);
+  mm.config = config;
+  showMode();
+  showNotice();
+  fillDirections();
+  updateControlStates();
 }
 
 async function init() {
   try {
-    mm.config = await (await fetch("/config")).json();
+    await loadConfig();
   } catch (err) {
-    showError(`cannot reach the server: ${err}`);
+    setStatus("unreachable", "Server not reachable", `cannot read /config: ${err.message || err}`);
+    showError(`cannot reach the server: ${err.message || err}`);
     return;
   }
-  $("mode").textContent = mm.config.mode;
-  if (mm.config.notice) {
-    const box = $("notice");
-    box.textContent = "";
-    const parts = String(mm.config.notice).split(/`([^`]+)`/);  // `command` → <code>
-    parts.forEach((part, i) => {
-      if (i % 2) { const c = document.createElement("code"); c.textContent = part; box.appendChild(c); }
-      else box.appendChild(document.createTextNode(part));
-    });
-    box.hidden = false;
-  }
-  const select = $("direction");
-  if (!mm.config.directions.length) {
-    const opt = document.createElement("option");
-    opt.value = ""; opt.textContent = "none installed";
-    select.appendChild(opt);
-    select.disabled = true;
-  }
-  for (const name of mm.config.directions) {
-    const opt = document.createElement("option");
-    opt.value = opt.textContent = name;
-    select.appendChild(opt);
-  }
-  applyAlphaRange(select.value, "rest");
+  mm.phase = isRemote() ? "remote" : "idle";
   const onChange = () => {
     showAlpha();
     $("period-value").textContent = `${parseFloat($("period").value).toFixed(1)} s`;
+    updateControlStates();
     sendControls();
   };
   for (const id of ["alpha", "period", "animate", "enabled"]) $(id).addEventListener("input", onChange);
-  $("direction").addEventListener("change", () => { applyAlphaRange(select.value, "default"); onChange(); });
+  for (const id of ["max-faces", "paste-mode"]) $(id).addEventListener("change", onChange);
+  $("direction").addEventListener("change", () => { applyAlphaRange($("direction").value, "default"); onChange(); });
   $("start").addEventListener("click", start);
   $("stop").addEventListener("click", stop);
+  $("record").addEventListener("click", () => {
+    if (mm.recorder && mm.recorder.state === "recording") stopRecording(); else startRecording();
+  });
+  $("split").addEventListener("change", applySplit);
+  $("split-pos").addEventListener("input", applySplit);
+  $("camera").addEventListener("change", switchSource);
+  $("resolution").addEventListener("change", switchSource);
+  updateControlStates();
+  renderStatus();
+  if (isRemote()) pollRemote(); else listCameras();
   mm.ready = true;
 }
 
