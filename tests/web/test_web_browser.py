@@ -64,7 +64,7 @@ def test_browser_without_weights_tracks_the_face_and_says_how_to_get_them(tmp_pa
     _check_stream(report)
     assert report["after_3s"]["stats"]["mode"] == "tracking"
     # the status line says what is missing and the command (the notice box repeats it only when the line says else)
-    assert "python -m engine.weights download" in report["status_text"]
+    assert "python -m directions setup" in report["status_text"]
     assert report["after_3s"]["stats"]["effect"]["tracked"] > 0, "the face was not tracked in the stream"
     assert report["after_3s"]["stats"]["state"] == "networks_missing"
     # the page's "effect on" box went over the data channel: echoed, and the tracking overlay is gone
@@ -129,7 +129,7 @@ def test_browser_status_line_says_each_state_and_records_the_edited_stream(tmp_p
     # no weights: said before Start, while streaming and after Stop; the fix command shown; the inert controls off
     for phase in ("idle", "streaming", "stopped"):
         assert none[phase]["state"] == "networks_missing" and "Networks missing" in none[phase]["text"]
-    assert "python -m engine.weights download" in none["idle"]["text"] and none["idle"]["mode"] == "tracking only"
+    assert "python -m directions setup" in none["idle"]["text"] and none["idle"]["mode"] == "tracking only"
     assert {"direction", "alpha", "animate", "paste-mode"} <= set(none["idle"]["disabled"])
     assert any("No direction to apply" in r for r in none["idle"]["reasons"])
     assert none["streaming"]["face"] == "found"
