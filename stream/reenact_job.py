@@ -129,11 +129,12 @@ def images_to_bgr(images) -> np.ndarray:
 
 
 def invert_driver(path, E, tracker=None, batch: int = 8, max_frames: Optional[int] = None,
-                  progress: bool = True) -> DriverLatents:
+                  progress: bool = True, on_frame: Optional[Callable[[int, Optional[int]], Any]] = None
+                  ) -> DriverLatents:
     """Decode the driver clip, track and align its face, invert every frame with a face.
 
     tracker: a ``stream.face.tracking.FaceTracker`` (default: one face, MediaPipe video mode, One Euro smoothing,
-    aligned at 256); frames where it finds no face get None.
+    aligned at 256); frames where it finds no face get None. on_frame(frames done, total or None) after each frame.
     """
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -167,6 +168,8 @@ def invert_driver(path, E, tracker=None, batch: int = 8, max_frames: Optional[in
                     if len(pending) >= batch:
                         drain()
                     bar.update(1)
+                    if on_frame is not None:
+                        on_frame(i + 1, total)
                 drain()
     finally:
         if own:
@@ -196,10 +199,12 @@ def invert_target(photo: np.ndarray, E, landmarker=None, name: str = "the target
 
 
 def render_frames(G, latents, target: TargetFace, paste_mode: str = "residual", batch: int = 8,
-                  progress: bool = True) -> Iterator[np.ndarray]:
+                  progress: bool = True, on_frame: Optional[Callable[[int, int], Any]] = None
+                  ) -> Iterator[np.ndarray]:
     """Yield the output frames (uint8 BGR): G(w_t) pasted into the target photo, or the crop (paste_mode "none").
 
     latents: [T, num_ws, w_dim]. residual: photo + mask·(G(w_t) − G(V)); replace: mask·G(w_t) + (1 − mask)·photo.
+    on_frame(frames rendered, T) after each batch.
     """
     import torch  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
@@ -222,6 +227,8 @@ def render_frames(G, latents, target: TargetFace, paste_mode: str = "residual", 
                         yield paste_back(target.photo, crop, target.aligned, mask=mask, mode=paste_mode,
                                          base_crop=base if paste_mode == "residual" else None)
                 bar.update(len(crops))
+                if on_frame is not None:
+                    on_frame(min(s + batch, len(latents)), len(latents))
 
 
 def sidecar_path(out) -> Path:
@@ -260,6 +267,8 @@ def run_job(
     target_landmarker=None,                   # target landmarker (tests inject one)
     extra_meta: Optional[dict] = None,        # more to save (network names, …)
     clock: Callable[[], float] = time.perf_counter,
+    on_progress: Optional[Callable[[str, int, Optional[int]], Any]] = None,  # (stage, done, total): a door's bar;
+                                              # stages "target", "invert", "fit", "render"
 ) -> JobReport:
     """Reenact the target photo with the driver clip and write the video (+ sidecar). See the module docstring."""
     import cv2  # noqa: PLC0415
@@ -281,12 +290,16 @@ def run_job(
     if photo is None:
         raise ValueError(f"{target} is not an image OpenCV can read; pass a jpg, png, bmp, webp or tiff")
 
+    step = on_progress or (lambda stage, done, total: None)
     seconds = {}
     t0 = clock()
+    step("target", 0, 1)
     face = invert_target(photo, E, landmarker=target_landmarker, name=str(target))
-    drv = invert_driver(driver, E, tracker=tracker, batch=batch, max_frames=max_frames, progress=progress)
+    drv = invert_driver(driver, E, tracker=tracker, batch=batch, max_frames=max_frames, progress=progress,
+                        on_frame=lambda done, total: step("invert", done, total))
     seconds["invert"] = clock() - t0
     t0 = clock()
+    step("fit", 0, 1)
     result = reenact_sequence(drv.latents, face.latent, options)
     seconds["reenact"] = clock() - t0
 
@@ -303,7 +316,8 @@ def run_job(
     try:
         with FileSink(tmp, fps=drv.rate or drv.fps, audio_from=driver if drv.has_audio else None,
                       metadata={METADATA_KEY: json.dumps(meta, separators=(",", ":"))}) as sink:
-            for frame in render_frames(G, result.latents, face, paste_mode, batch, progress):
+            for frame in render_frames(G, result.latents, face, paste_mode, batch, progress,
+                                       on_frame=lambda done, total: step("render", done, total)):
                 sink.write(frame)
         written = sink.frames_written
         tmp.replace(out)

@@ -1,4 +1,4 @@
-"""`python -m web.gradio`: the Gradio app (photo, clip, webcam tabs) on http://127.0.0.1:7860.
+"""`python -m web.gradio`: the Gradio app (photo, clip, webcam, reenact, reenact live tabs) on http://127.0.0.1:7860.
 
 Weights missing → it still starts, in face-tracking-only mode, and shows the command that fetches them; `--demo` runs
 the network-free TintEditor (faces tinted per direction) through the same tabs.
@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-image-mb", type=float, default=20.0, help="photo upload limit (default 20 MB)")
     p.add_argument("--max-video-mb", type=float, default=200.0, help="clip upload limit (default 200 MB)")
     p.add_argument("--max-clip-s", type=float, default=300.0, help="clip duration limit (default 300 s)")
+    p.add_argument("--max-driver-frames", type=int, default=1800,
+                   help="most frames of a reenactment's driver clip (default 1800: 60 s at 30 fps)")
     add_effect_arguments(p)
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
@@ -46,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for line in effect_lines(effect.info):   # what every tab also says: missing networks/directions, skipped files
         logging.getLogger("web.gradio").warning("%s", line)
-    limits = Limits(max_image_mb=args.max_image_mb, max_video_mb=args.max_video_mb, max_clip_s=args.max_clip_s)
+    if args.max_driver_frames < 2:
+        print("error: --max-driver-frames must be >= 2 (a motion needs two frames)", file=sys.stderr)
+        return 2
+    limits = Limits(max_image_mb=args.max_image_mb, max_video_mb=args.max_video_mb, max_clip_s=args.max_clip_s,
+                    max_driver_frames=args.max_driver_frames)
     app = build_app(effect, limits=limits)
     app.queue(default_concurrency_limit=2).launch(
         server_name=args.host, server_port=args.port, max_file_size=f"{int(args.max_video_mb)}mb",

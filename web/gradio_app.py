@@ -1,4 +1,6 @@
-"""The Gradio app: photos → micromotion clips, clip → edited clip with its audio, webcam → live edit.
+"""The Gradio app: photos → micromotion clips, clip → edited clip with its audio, webcam → live edit, and
+reenactment: driver clip + target photo → the target moving like the driver, or the webcam driving the photo
+(`web.gradio_reenact`).
 
 The work lives in plain functions (testable without a browser): `check_image_upload`, `check_video_upload`,
 `micromotion_frames`, `render_image`, `edit_clip`, `WebcamSession`; `build_app` only wires them to Gradio components,
@@ -47,6 +49,7 @@ class Limits:
     work_side: int = 1024            # photos are edited with their longest side at most this (larger: scaled down)
     gif_side: int = 480              # longest side of a micromotion GIF
     frame_side: int = 256            # longest side of each frame in the frames gallery
+    max_driver_frames: int = 1800    # most frames of a reenactment's driver clip (60 s at 30 fps)
 
     def probe_limits(self, kind: str):
         """The `stream.probe.Limits` for a "photo" or a "clip" upload."""
@@ -362,8 +365,8 @@ def one_line(exc: BaseException, what: str) -> str:
 
 
 def build_app(effect, notice: str | None = None, limits: Limits = Limits()):
-    """The Gradio Blocks app around `effect` (three tabs: Photo, Clip, Webcam), each with a status beside its
-    output. `notice`: an extra line for the banner (the effect's own state is always shown)."""
+    """The Gradio Blocks app around `effect` (tabs: Photo, Clip, Webcam, Reenact, Reenact live), each with a status
+    beside its output. `notice`: an extra line for the banner (the effect's own state is always shown)."""
     import gradio as gr
 
     from web.gradio_status import clip_lines, effect_lines, markdown, result_status, tab_status
@@ -505,7 +508,139 @@ def build_app(effect, notice: str | None = None, limits: Limits = Limits()):
             cam.stream(on_webcam, [cam, w_dir, w_alpha, w_anim, w_period, session], [w_out, w_status, session],
                        stream_every=0.1, concurrency_limit=4, api_name="webcam", preprocess=False,
                        show_progress="hidden")
+
+        reenact_tabs(gr, effect, limits, refuse)
     return app
+
+
+REENACT_HINT = ("Upload a driver clip (its face's motion and audio drive the photo) and a target photo, then press "
+                "Reenact.")
+REENACT_LIVE_HINT = ("Upload a target photo, then start the camera: it calibrates on your face (start with a "
+                     "neutral face, then move your head), then drives the photo.")
+
+
+def reenact_option_inputs(gr, effect, live: bool) -> list:
+    """The options a reenactment depends on, as inputs in `web.gradio_reenact.reenact_options`'s order:
+    rank, layers, β, reference, smoothing, method, paste mode. The sliders' ranges are hints: the handlers take
+    what `reenact_options` takes (rank <= MAX_RANK, smoothing <= MAX_SMOOTHING, any finite β)."""
+    from web.gradio_reenact import LIVE_PASTE_MODES, METHODS, PASTE_MODES
+
+    num_ws = getattr(getattr(effect, "editor", None), "num_ws", None)
+    every = f"all {num_ws}" if num_ws else "all"
+    reference = ("calibration latent of the neutral pose; empty: the first" if live else
+                 "driver frame of the neutral pose; empty: the first frame with a face")
+    return [gr.Slider(1, 16, value=4, step=1, label="rank", info="motion subspace dimension per W+ layer"),
+            gr.Textbox(value="", label="layers A:B", placeholder=f"e.g. 0:8 (empty: {every} W+ layers)",
+                       info="W+ layers that move: A to B−1"),
+            gr.Number(value=1.0, label="β", info="strength of the motion (1: the driver's amplitude)"),
+            gr.Textbox(value="", label="reference", placeholder="empty: the first", info=reference),
+            gr.Slider(0, 10, value=0, step=0.5, label="smoothing σ (frames)",
+                      info="temporal Gaussian" + (" (looks one latent ahead live)" if live else "")),
+            gr.Radio(list(METHODS), value="rpca", label="method",
+                     info="robust PCA subspace, plain PCA, or the raw offsets"),
+            gr.Radio(list(LIVE_PASTE_MODES if live else PASTE_MODES), value="residual", label="paste",
+                     info="residual: photo + G(w) − G(V); replace: G(w)" + ("" if live else "; none: G(w) alone"))]
+
+
+def reenact_tabs(gr, effect, limits: Limits, refuse) -> None:
+    """The "Reenact" tab (driver clip + target photo → video) and the "Reenact live" tab (the webcam drives the
+    photo), inside the app's Blocks. Their work is `web.gradio_reenact`'s."""
+    from stream.controls import finite
+    from web.gradio_reenact import (NotReenacted, ReenactNetworks, ReenactWebcam, check_paste_mode, live_key,
+                                    reenact_clip, reenact_options)
+    from web.gradio_status import markdown, reenact_lines, reenact_live_line, reenact_tab_status
+
+    networks = ReenactNetworks(effect)
+
+    def on_reenact(driver, target, rank, layers, beta, reference, smoothing, method, paste_mode,
+                   progress=gr.Progress()):
+        try:
+            options = reenact_options(rank, layers, beta, reference, smoothing, method)
+            result = reenact_clip(networks, driver, target, options, check_paste_mode(paste_mode), limits=limits,
+                                  progress=lambda fraction, text: progress(fraction, desc=text))
+        except NotReenacted as exc:     # what the work found: said beside the output
+            return None, markdown([f"**not reenacted**: {exc}"]), None, None
+        except Exception as exc:  # noqa: BLE001 -- the door's boundary: one line, never a traceback
+            refuse(exc, "reenactment")
+        video = str(result["video"])
+        return video, markdown(reenact_lines(result)), [video, str(result["sidecar"])], result["summary"]
+
+    def on_reenact_camera(frame, target, rank, layers, beta, reference, smoothing, method, paste_mode,
+                          calibration, calibration_s, live):
+        """One webcam frame. Never raises (it runs ten times a second): what is wrong is the status line."""
+        try:
+            options = reenact_options(rank, layers, beta, reference, smoothing, method)
+            check_paste_mode(paste_mode, live=True)
+            calibration = whole_number("calibration latents", calibration, 2, 1000)
+            calibration_s = finite("calibration seconds", calibration_s, 0.0, 60.0)
+            rgb = webcam_frame(r_cam, frame)
+            if not target:
+                raise UploadRefused("no target photo given; upload the face photo the camera should drive")
+            if live is None or not live.fits(live_key(target, paste_mode, calibration, calibration_s), options):
+                if live is not None:
+                    live.close()
+                live = None
+                live = ReenactWebcam(effect, target, options, paste_mode, calibration, calibration_s, limits)
+        except Exception as exc:  # noqa: BLE001 -- bad options, a refused target photo, a bad frame
+            return None, reenact_live_line(None, problem=one_line(exc, "camera frame")), live
+        out = live.step(rgb, options)
+        return out, live.line, live
+
+    def on_recalibrate(live):
+        if live is None:
+            return reenact_live_line(None, problem="nothing to recalibrate yet: upload a target photo and start "
+                                                   "the camera")
+        live.recalibrate()
+        return "**calibrating**: recalibrating: start with a neutral face, then move your head"
+
+    def close_live(live):
+        if live is not None:
+            live.close()
+
+    with gr.Tab("Reenact"):
+        with gr.Row():
+            with gr.Column():
+                with gr.Row():
+                    driver = gr.Video(label="driver clip (motion + audio)", sources=["upload"],
+                                      elem_id="reenact-driver", height=280)
+                    target = gr.Image(label="target photo (face to animate)", sources=["upload"],
+                                      type="filepath", elem_id="reenact-target", height=280)
+                options = reenact_option_inputs(gr, effect, live=False)
+                go = gr.Button("Reenact", variant="primary")
+            with gr.Column():
+                status = gr.Markdown(reenact_tab_status(effect.info, REENACT_HINT), elem_id="reenact-status",
+                                     min_height=90, container=True, padding=True)
+                out = gr.Video(label="the target, driven (the driver's frames, rate and audio)",
+                               elem_id="reenact-output", height=420)
+                files = gr.File(label="downloads: mp4 + its metadata (.json)", file_count="multiple")
+                summary = gr.JSON(label="options and fit (also in the video's comment tag)", open=True,
+                                  elem_id="reenact-summary")
+        go.click(on_reenact, [driver, target, *options], [out, status, files, summary], api_name="reenact",
+                 preprocess=False, show_progress_on=status, concurrency_limit=1)   # one job at a time
+
+    with gr.Tab("Reenact live"):
+        live = gr.State(None, time_to_live=3600, delete_callback=close_live)
+        with gr.Row():
+            r_cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="camera (the driver)",
+                             elem_id="reenact-live-camera")
+            with gr.Column():
+                r_out = gr.Image(label="the target, driven", elem_id="reenact-live-output")
+                r_status = gr.Markdown(reenact_tab_status(effect.info, REENACT_LIVE_HINT),
+                                       elem_id="reenact-live-status")
+                recalibrate = gr.Button("Recalibrate")
+        with gr.Row():
+            r_target = gr.Image(label="target photo", sources=["upload"], type="filepath",
+                                elem_id="reenact-live-target")
+            with gr.Column():
+                r_options = reenact_option_inputs(gr, effect, live=True)
+                r_calibration = gr.Slider(5, 120, value=40, step=1, label="calibration latents",
+                                          info="driver latents the motion is learned from")
+                r_calibration_s = gr.Slider(0, 20, value=4, step=0.5, label="calibration seconds",
+                                            info="...spread over at least this long")
+        r_cam.stream(on_reenact_camera, [r_cam, r_target, *r_options, r_calibration, r_calibration_s, live],
+                     [r_out, r_status, live], stream_every=0.1, concurrency_limit=4, api_name="reenact_webcam",
+                     preprocess=False, show_progress="hidden")
+        recalibrate.click(on_recalibrate, [live], [r_status], api_name="reenact_recalibrate", queue=False)
 
 
 def webcam_frame(cam, payload) -> np.ndarray | None:

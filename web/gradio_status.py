@@ -127,3 +127,58 @@ def _state_words(state: str) -> str:
             st.DIRECTIONS_MISSING: "faces reconstructed, not edited,", st.OFF: "effect off",
             st.NETWORKS_MISSING: "tracked only (no networks)",
             st.TRACKING_ONLY: "tracked only"}.get(state, state.replace("_", " "))
+
+
+# ------------------------------------------------------------------------------------------------ reenactment
+
+
+def reenact_tab_status(info, hint: str) -> str:
+    """The reenactment tabs' status before anything ran: why the effect cannot reenact (networks missing with the
+    command, tracking only, demo) -- directions do not matter here -- then `hint`."""
+    from web.gradio_reenact import unavailable_line
+
+    return markdown([unavailable_line(info), hint])
+
+
+def reenact_lines(result: dict) -> list[str]:
+    """What a reenacted clip is (`web.gradio_reenact.reenact_clip`'s result): frames, rate, audio, time; the options
+    and fit; the driver frames without a face (held); the target's working size; the frame limit reached."""
+    m = result["metadata"]
+    o, sub = m["options"], m["subspace"]
+    driver, target = result["names"]
+    frames = result["frames"]
+    motion = "raw offsets (method none)" if sub["rank"] is None else f"{sub['method']} rank {sub['rank']}"
+    lines = [f"'{target}' driven by '{driver}': {frames} frames at {result['fps']:.2f} fps (the driver's), audio "
+             f"{'kept' if result['audio'] else 'none in the driver'}, {sum(result['seconds'].values()):.1f} s",
+             f"motion: {motion}, W+ layers {m['layers'][0]}:{m['layers'][1]}, β {o['beta']:g}, reference frame "
+             f"{m['reference_frame']}, smoothing {o['smoothing']:g} frames, paste {result['paste_mode']}"]
+    held = result["held"]
+    lines.append(f"no face in {held} of {frames} driver frames: the last pose was held there" if held
+                 else "a face in every driver frame")
+    if result.get("resized"):
+        (w0, h0), (w1, h1) = result["resized"]
+        lines.append(f"target edited at {w1}×{h1} (uploaded {w0}×{h0}, larger than the working size)")
+    if result.get("cut"):
+        lines.append(f"driver read up to the limit of {frames} frames; later frames were not used")
+    return lines
+
+
+def reenact_live_line(status, info=None, problem: str | None = None, name: str | None = None) -> str:
+    """The live reenactment's status line: why it cannot start (`problem`), else the last frame's state --
+    calibrating (n/N), driving (the pose's age), driver lost (holding the last pose), no face, ... -- in
+    `stream.status.describe`'s words, with the effect's notice when it cannot reenact at all (`info`)."""
+    if problem:
+        return f"**not started**: {problem}"
+    if status is None:
+        text = f"waiting for the camera to drive '{name}'" if name else "waiting for the camera"
+    else:
+        words = status.state.replace("_", " ")
+        message = status.message.removeprefix(f"{words}: ")   # "calibrating: ..." is said once
+        text = f"**{words}**: {message}"
+    if info is not None:
+        from web.gradio_reenact import unavailable_line
+
+        line = unavailable_line(info)
+        if line and line not in text and (status is None or info.notice not in text):
+            text += f" -- {line}"
+    return text

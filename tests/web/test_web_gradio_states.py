@@ -56,9 +56,10 @@ class Api:
 
     def close(self) -> None:
         from web.gradio_app import WebcamSession
+        from web.gradio_reenact import ReenactWebcam
 
         for value in list(self.state.state_data.values()):
-            if isinstance(value, WebcamSession):
+            if isinstance(value, (WebcamSession, ReenactWebcam)):
                 value.close()
 
 
