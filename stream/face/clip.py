@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+OFFLINE_MIN_EYE_PX = 8.0
 
 CLIP_FPS = 30.0  # timestamps for the smoothing when the clip's own rate is not known
 
@@ -36,8 +37,10 @@ def aligned_crops_from_source(source: str | Path, size: int = 256, is_folder: bo
     else:
         frames, total = read_video_frames(source, max_frames=max_frames), None
     crops, labels, tried = [], [], []
+    # offline anchoring takes small faces too (eyes >= OFFLINE_MIN_EYE_PX apart; the live default of 20 px is about
+    # the paste looking right, not about the crop being usable)
     tracker = FaceTracker(max_faces=1, align_size=size, video_mode=not is_folder, smooth=not is_folder,
-                          aligner=aligner, dlib_box="hog")
+                          aligner=aligner, dlib_box="hog", min_eye_dist_px=OFFLINE_MIN_EYE_PX)
     try:
         for i, (label, frame) in enumerate(tqdm(frames, total=total, desc="align", unit="frame",
                                                 disable=not progress)):

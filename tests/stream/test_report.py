@@ -60,7 +60,7 @@ def _pasted_edit(frames, smooth: bool, sigma: float = 4.0):
     from stream.face.tracking import FaceTracker
 
     landmarker = JitteryLandmarker(sigma)
-    tracker = FaceTracker(max_faces=1, smooth=smooth, landmarker=landmarker)
+    tracker = FaceTracker(max_faces=1, smooth=smooth, landmarker=landmarker, aligner="mediapipe")  # jitter of these points
     out, canonical = [], None
     try:
         for t, frame in enumerate(frames):
