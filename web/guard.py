@@ -7,12 +7,17 @@ program. So:
   `--allow-origin`; a page that rebinds its own name to 127.0.0.1 sends `Host: its.name` and gets 403.
 * **Origin**: a request carrying an Origin must come from this server's own origin (same scheme://host:port as the
   request) or an `--allow-origin`; a POST must be `application/json` (a cross-site form or no-cors `text/plain`
-  post can send neither; 403 / 415). Requests without Origin (non-browser clients, same-origin GETs) pass.
+  post can send neither; 403 / 415), or, on an upload route (POST /target), a photo's bytes as `image/*` or
+  `application/octet-stream` (neither is a type a cross-site form or no-cors post may send: a browser preflights it,
+  and no preflight is answered). Requests without Origin (non-browser clients, same-origin GETs) pass.
 * **Bounds** (`Limits`): body bytes, JSON nesting, an SDP offer's bytes, lines, media sections (m-lines) and ICE
   candidates -- checked, and the SDP trial-parsed, off the event loop before anything is created (400 / 413);
   peers (an atomic reservation in `web.server`, 503); offers per client per second (`TokenBuckets`, 429); the time
   an answered peer may take to connect (`Limits.pending_s`, then it is closed); data-channel messages (`MessageGate`:
-  bytes, nesting and rate per peer; the excess is dropped with one error a second, the channel stays open).
+  bytes, nesting and rate per peer; the excess is dropped with one error a second, the channel stays open); target
+  photo uploads (`Limits.max_target_*`: bytes read no further than the bound (413) nor longer than `target_read_s`
+  (408), header checked before decoding (400), uploads per client per second (429), photos read at once (503), photos
+  held and for how long).
 """
 from __future__ import annotations
 
@@ -43,11 +48,27 @@ class Limits:
     max_message_bytes: int = 8 * 1024    # one data-channel message
     messages_per_s: float = 30.0         # data-channel messages per peer per second, sustained ...
     message_burst: int = 60              # ... after a burst of this many
+    max_target_bytes: int = 10 * 2**20   # an uploaded target photo (POST /target; 413 beyond, read no further)
+    max_target_side: int = 4096          # ... its declared longest side, pixels (checked from the header: 400)
+    max_target_pixels: int = 4096 * 4096  # ... its declared width × height
+    targets_per_s: float = 0.5           # target uploads per client per second, sustained ...
+    target_burst: int = 4                # ... after a burst of this many (429)
+    max_target_reads: int = 2            # target photos being read (decoded, face found) at once (503 beyond)
+    target_read_s: float = 30.0          # ... and the time one may take to arrive (408 beyond: no slow holder)
+    max_targets_held: int = 16           # accepted target photos kept for the pages (the oldest go first)
+    target_ttl_s: float = 600.0          # ... and for at most this long
 
     def __post_init__(self):
         for name, value in vars(self).items():
             if not value > 0:
                 raise ValueError(f"Limits.{name} must be > 0, got {value!r}")
+
+    def target_probe_limits(self):
+        """The `stream.probe.Limits` an uploaded target photo's header is checked against."""
+        from stream.probe import Limits as ProbeLimits  # noqa: PLC0415
+
+        return ProbeLimits(max_bytes=self.max_target_bytes, max_side=self.max_target_side,
+                           max_pixels=self.max_target_pixels)
 
 
 class Refused(ValueError):
@@ -162,6 +183,10 @@ class MessageGate:
 
 
 # ---------------------------------------------------------------------------------------------- who may ask
+UPLOAD_PATHS = ("/target",)                 # POST routes whose body is a file's bytes, not JSON
+UPLOAD_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream")
+
+
 class RequestRules:
     """The Host and Origin rules of the page's API (see the module docstring)."""
 
@@ -170,7 +195,7 @@ class RequestRules:
         self.hosts = {urlsplit(o).hostname for o in self.origins}
 
     def refusal(self, method: str, scheme: str, host: str | None, origin: str | None,
-                content_type: str | None) -> Refused | None:
+                content_type: str | None, path: str = "") -> Refused | None:
         """None when the request may proceed, else the `Refused` (403 / 415) to answer."""
         if not host_allowed(host, self.hosts):
             return Refused(f"Host {host!r} is not this server's name; open the page by its address "
@@ -178,7 +203,12 @@ class RequestRules:
         if origin is not None and not self.origin_allowed(origin, scheme, host):
             return Refused(f"requests from {origin} are refused (another site); the page's own origin is "
                            f"{scheme}://{host}. A deployment behind another origin: --allow-origin ORIGIN", 403)
-        if method == "POST" and (content_type or "").split(";")[0].strip().lower() != "application/json":
+        kind = (content_type or "").split(";")[0].strip().lower()
+        if method == "POST" and path in UPLOAD_PATHS:
+            if kind not in UPLOAD_TYPES:
+                return Refused(f"send the photo's bytes with Content-Type {', '.join(UPLOAD_TYPES)} "
+                               f"(got {kind or 'none'})", 415)
+        elif method == "POST" and kind != "application/json":
             return Refused("send JSON with Content-Type: application/json", 415)
         return None
 
@@ -202,7 +232,7 @@ def guard_middleware(rules: RequestRules):
     @web.middleware
     async def guard(request, handler):
         refused = rules.refusal(request.method, request.scheme, request.headers.get("Host"),
-                                request.headers.get("Origin"), request.headers.get("Content-Type"))
+                                request.headers.get("Origin"), request.headers.get("Content-Type"), request.path)
         if refused is not None:
             log.info("refused %s %s from %s: %s", request.method, request.path, request.remote, refused)
             response = web.json_response({"error": str(refused)}, status=refused.status)

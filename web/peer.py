@@ -11,13 +11,29 @@ stops its driver and frees its session (tracker, face memories, its place in the
 the first video frame: an answered offer that never connects holds a peer connection only, and is closed after
 `Limits.pending_s`.
 
+Reenactment (the page's second mode): the peer's FrameDriver processes a `web.reenact.SessionSwitch`, which holds
+the edit Session or a `stream.reenact_live.ReenactSession` driving a target photo uploaded through POST /target; the
+output is then the target photo (its size) animated by the camera's face. Messages say what is wanted; one task at a
+time (`_reconcile`) builds (off the event loop) and switches, so a burst of messages costs at most one build each
+time it catches up. Options and paste mode apply to the running session; a new target or calibration window builds
+a new one; the edit Session is kept meanwhile (its controls too) and comes back with {"type": "edit"}.
+
 Data channel "controls" (JSON, one object per message):
   client -> server  {"type": "controls", "controls": {...stream.controls.Controls fields..., "max_faces"?}}
                     (fields left out keep their values; `stream.control.apply_controls`)  {"type": "ping", "t"}
+                    {"type": "reenact", "target"?: token from POST /target, "options"?: {rank, layers, beta,
+                     reference, smoothing, method} (directions.reenact.ReenactOptions), "paste_mode"?,
+                     "calibration"?, "calibration_s"?}   (fields left out keep their values)
+                    {"type": "recalibrate"}   {"type": "edit"} (back to editing the camera's face)
   server -> client  {"type": "stats", "fps", "latency_ms", "process_ms", "frames_in", "frames_out", "dropped",
                      "errors", "state", "message", "edit_age_ms", "effect": {...session stats...}, "size", "mode",
-                     "controls", "max_faces", "refused_messages"}   {"type": "controls_ok", "controls", "max_faces"}
-                    {"type": "pong", "t"}   {"type": "error", "message"} (to that client only)
+                     "controls", "max_faces", "refused_messages", "stream": "edit" | "reenact",
+                     "reenact": null | {phase, calibration [done, total], target_ready, held_frames, fit_seconds,
+                     options, paste_mode, calibration_s, target: {name, width, height, ...}}}
+                    {"type": "controls_ok", "controls", "max_faces"}
+                    {"type": "reenact_ok", "mode": "edit" | "reenact", "target", "options", "paste_mode",
+                     "calibration", "calibration_s"}   {"type": "pong", "t"}
+                    {"type": "error", "message"} (to that client only)
 Messages are bounded (`web.guard.MessageGate`: bytes, nesting, rate); a refused one gets an error, never a closed
 channel.
 """
@@ -30,10 +46,12 @@ import time
 import uuid
 
 from web.guard import MessageGate
+from web.reenact import KnownFaces, ReenactSettings, SessionSwitch
 
 log = logging.getLogger("web.peer")
 ERROR_REPORT_INTERVAL_S = 2.0
-PENDING_CONTROLS = 8            # controls messages kept while the session is being made
+PENDING_CONTROLS = 8            # controls / reenact messages kept while the session is being made
+QUEUED_TYPES = ("controls", "reenact", "recalibrate", "edit")   # messages applied once the session is made
 
 
 def _to_bgr(frame):
@@ -50,7 +68,13 @@ class Peer:
         self.pc = pc
         self.session = None                     # made at the first video frame (`start_session`)
         self.driver = None
-        self._pending: list = []                # controls messages that came before the session (applied then)
+        self.switch = None                      # web.reenact.SessionSwitch: what the driver processes
+        self.reenact = None                     # the ReenactSession in use (reenactment mode), else None
+        self.reenact_target = None              # ... and its web.reenact.Target
+        self._pending: list = []                # messages that came before the session (applied then)
+        self._have = self._want = ("edit", None, None)   # (mode, Target, ReenactSettings): asked for / in use
+        self._reconciling: asyncio.Task | None = None
+        self._builds = 0
         self.channel = None
         self.tasks: list[asyncio.Task] = []
         self.closed = False
@@ -75,11 +99,12 @@ class Peer:
             session.close()
             return False
         self.session = session
-        self.driver = FrameDriver(session, prepare=_to_bgr, on_output=self._from_worker,
+        self.switch = SessionSwitch(session)
+        self.driver = FrameDriver(self.switch, prepare=_to_bgr, on_output=self._from_worker,
                                   overlay=self.server.config.overlay, name=f"peer-{self.id}").start()
         pending, self._pending = self._pending, []
-        for controls in pending:
-            self._apply(controls)
+        for msg in pending:
+            self._handle(msg)
         return True
 
     # -- data channel --------------------------------------------------------------------------
@@ -99,19 +124,38 @@ class Peer:
             if error is not None:
                 self.send({"type": "error", "message": error})
             return
+        if msg.get("type") in QUEUED_TYPES and self.session is None:   # before the first frame: applied then
+            if len(self._pending) < PENDING_CONTROLS:
+                self._pending.append(msg)
+            else:
+                self.send({"type": "error", "message": f"more than {PENDING_CONTROLS} messages before the first "
+                                                       "video frame; this one is dropped"})
+            return
+        self._handle(msg)
+
+    def _handle(self, msg: dict) -> None:
         kind = msg.get("type")
         if kind == "controls":
-            if self.session is None:             # before the first frame: applied when the session starts
-                if len(self._pending) < PENDING_CONTROLS:
-                    self._pending.append(msg.get("controls", {}))
-                return
             self._apply(msg.get("controls", {}))
+        elif kind == "reenact":
+            self._ask_reenact(msg)
+        elif kind == "edit":
+            self._want = ("edit", *self._want[1:])
+            self._kick()
+        elif kind == "recalibrate":
+            if self.reenact is None:
+                self.send({"type": "error", "message": "recalibrate: the stream is not reenacting; pick a target "
+                                                       "photo first"})
+                return
+            self.reenact.recalibrate()
+            self.send(self._reenact_reply())
         elif kind == "ping":
             t = msg.get("t")
             self.send({"type": "pong", "t": t if isinstance(t, (int, float)) else None})
         else:
             shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
-            self.send({"type": "error", "message": f"unknown message type {shown!r}; use 'controls' or 'ping'"})
+            self.send({"type": "error", "message": f"unknown message type {shown!r}; use 'controls', 'reenact', "
+                                                   "'recalibrate', 'edit' or 'ping'"})
 
     def _apply(self, controls) -> None:
         from stream.control import apply_controls  # noqa: PLC0415
@@ -123,6 +167,83 @@ class Peer:
         except Exception as exc:  # noqa: BLE001 -- a message must never close the channel; counted and logged once
             kind = self.session.errors.count(exc, where="message")
             self.send({"type": "error", "message": f"message failed: {kind}"})
+
+    # -- reenactment -----------------------------------------------------------------------------
+    def _ask_reenact(self, msg: dict) -> None:
+        """A "reenact" message: the target and settings it asks for, checked now (one-line refusals); the switch
+        itself is `_reconcile`'s."""
+        _, target, settings = self._want
+        try:
+            if "target" in msg and (target is None or msg["target"] != target.token):   # (held: no store needed)
+                target = self.server.targets.get(msg["target"])
+            if target is None:
+                raise ValueError("pick a target photo first (POST /target gives the token to send)")
+            settings = (settings or ReenactSettings.default()).merged(msg, getattr(self.server.effect.editor,
+                                                                                   "num_ws", None))
+        except ValueError as exc:
+            self.send({"type": "error", "message": f"reenactment refused: {str(exc)[:300]}"})
+            return
+        self._want = ("reenact", target, settings)
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._reconciling is None or self._reconciling.done():
+            self._reconciling = asyncio.ensure_future(self._reconcile())
+
+    async def _reconcile(self) -> None:
+        """Make what the messages asked for (`_want`) what the stream does (`_have`), one step at a time, each
+        heavy one off the event loop; the newest wish wins. Never cancelled: a session built while the peer
+        closed is closed here."""
+        loop = asyncio.get_running_loop()
+        while not self.closed and self._want != self._have:
+            want = self._want
+            mode, target, settings = want
+            try:
+                if mode == "edit":
+                    await self._use(None, None)
+                elif (self.reenact is not None and target is self._have[1]
+                      and settings.same_session(self._have[2])):
+                    self.reenact.set_options(settings.options)
+                    self.reenact.paste_mode = settings.paste_mode     # the next render pastes with it
+                else:
+                    built = await loop.run_in_executor(None, self._build, target, settings)
+                    if self.closed:
+                        await loop.run_in_executor(None, built.close)
+                        return
+                    await self._use(built, target)
+                    if self.closed:          # closed while switching: `close` may have missed it
+                        await loop.run_in_executor(None, built.close)
+                        return
+            except Exception as exc:  # noqa: BLE001 -- told to this client; the stream goes on as it was
+                if not isinstance(exc, ValueError):
+                    log.warning("peer %s: reenactment failed: %s: %s", self.id, type(exc).__name__, exc)
+                self.send({"type": "error", "message": f"reenactment refused: {str(exc)[:300]}"})
+                if self._want is want:
+                    self._want = self._have
+                continue
+            self._have = want
+            self.send(self._reenact_reply())
+
+    def _build(self, target, settings: ReenactSettings):
+        """A ReenactSession for `target` (worker thread: its tracker loads; the target's face was found at upload)."""
+        self._builds += 1
+        return self.server.effect.new_reenact_session(
+            target.photo, settings.options, paste_mode=settings.paste_mode, calibration=settings.calibration,
+            calibration_s=settings.calibration_s, target_landmarker=KnownFaces(target.faces),
+            stream_id=f"{self.id}-r{self._builds}")
+
+    async def _use(self, reenact, target) -> None:
+        """The driver processes `reenact` (None: the edit Session) from its next frame; the one replaced closes."""
+        loop = asyncio.get_running_loop()
+        old = await loop.run_in_executor(None, self.switch.use, reenact if reenact is not None else self.session)
+        self.reenact, self.reenact_target = reenact, target
+        if old is not self.session and old is not reenact:
+            await loop.run_in_executor(None, old.close)
+
+    def _reenact_reply(self) -> dict:
+        mode, target, settings = self._have
+        return {"type": "reenact_ok", "mode": mode, "target": None if target is None else target.summary(),
+                **(settings.to_dict() if settings is not None else {})}
 
     # -- media ---------------------------------------------------------------------------------
     async def pump(self, track) -> None:
@@ -229,6 +350,11 @@ class Peer:
         s = self.driver.stats()
         effect = {k: s.get(k) for k in ("tracked", "edited", "edits", "no_face", "too_small", "waiting", "stale", "faces",
                                         "stage_ms", "edit_age_ms", "max_edit_age_ms", "batch")}
+        reenact = s.get("reenact")
+        if reenact is not None:
+            session, target = self.reenact, self.reenact_target
+            reenact = {**reenact, "calibration_s": getattr(session, "calibration_s", None),
+                       "target": None if target is None else target.summary()}
         return {
             "type": "stats", "peer": self.id,
             "fps": round(n / span, 2) if span > 0 else 0.0,
@@ -241,6 +367,7 @@ class Peer:
             "effect": effect, "size": list(self.size), "mode": self.server.mode,
             "controls": self.session.controls.to_dict(), "max_faces": self.session.max_faces,
             "refused_messages": self.gate.refused + self.gate.dropped,
+            "stream": "reenact" if reenact is not None else "edit", "reenact": reenact,
         }
 
     async def expire_unless_connected(self, pending_s: float) -> None:
@@ -270,6 +397,8 @@ class Peer:
                 await asyncio.get_running_loop().run_in_executor(None, self.driver.stop, False)
             if self.session is not None:
                 self.session.close()
+            if self.reenact is not None:
+                self.reenact.close()
             self._ready = None
 
 

@@ -5,11 +5,18 @@ Routes:
   GET  /        the page (web/static)
   GET  /config  {"iceServers", "directions", "alpha": {name: slider hint}, "mode", "state", "notice", "command",
                  "skipped_directions": [[file, reason]], "staleness_ms", "max_faces", "kind": "media"}
-                 (state/notice/command: `stream.control.door_config`)
+                 (state/notice/command: `stream.control.door_config`), "reenact": {available, notice, defaults,
+                 methods, paste_modes, calibration, calibration_s, max_calibration, num_ws, target_side,
+                 max_target_mb, max_target_side} (the reenactment mode's options and bounds)
   GET  /stats   {"peers", "peer_ids", "pending", "rss_mb", "mode", "editor": {batches, mean_batch, edits_per_s, ...},
                  "refused": {reason: count}, "loop_lag_ms": {"max", "mean"} (event-loop lateness since the last call)}
   POST /offer   {"sdp", "type": "offer"} -> answer + "peer"; 400 {"error"} for bad JSON/SDP/no video, 413 oversized,
                 429 too many offers from this client, 503 full
+  POST /target  a target photo's bytes (Content-Type image/* or application/octet-stream; ?name=FILE for the
+                messages) -> {"target": token, "name", "width", "height", "source_size", "faces", "scaled"} for the
+                data channel's "reenact" message (`web.peer`, `web.reenact`); 400 not a photo / too many pixels /
+                no face, 408 too slow to arrive, 413 too many bytes, 429 too many uploads from this client, 503
+                photos being read
 
 Untrusted requests (`web.guard`): Host and Origin rules on every route, bounds on every offer (checked and parsed in
 a worker thread before anything is made), an atomic peer reservation, offers per client per second, a connect
@@ -32,6 +39,7 @@ from aiohttp import web
 from stream.control import door_config
 from web.guard import Limits, Refused, RequestRules, TokenBuckets, guard_middleware, parse_offer
 from web.hints import alpha_hints
+from web.reenact import MAX_CALIBRATION, TARGET_SIDE, TargetStore, clean_name, load_target
 from web.ice import (  # noqa: F401 -- ice_servers_from_urls, restrict_host_candidates re-exported for the doors
     addresses_for_bind, ice_servers_from_urls, restrict_host_candidates, tolerate_slow_consent)
 
@@ -53,6 +61,7 @@ class ServerConfig:
     connect_timeout_s: float = 30.0         # no first frame within this long -> peer closed
     stats_interval_s: float = 1.0           # stats message period on the data channel
     overlay: bool = False                   # draw the status line and fps on the edited stream
+    target_side: int = TARGET_SIDE          # a reenactment target's longest side as streamed (scaled down to it)
     limits: Limits = field(default_factory=Limits)   # request / peer / message bounds (web.guard)
 
     @property
@@ -88,6 +97,9 @@ class WebServer:
         limits = self.config.limits
         self.rules = RequestRules(self.config.allow_origins)
         self.offer_rate = TokenBuckets(limits.offers_per_s, limits.offer_burst)
+        self.target_rate = TokenBuckets(limits.targets_per_s, limits.target_burst)
+        self.targets = TargetStore(limits.max_targets_held, limits.target_ttl_s)
+        self.reading_targets = 0            # uploads being read now (bounded by limits.max_target_reads)
         restrict_host_candidates(self.config.media_addresses)
         tolerate_slow_consent()
         self._warm_up()
@@ -104,6 +116,7 @@ class WebServer:
         app.router.add_get("/config", self.get_config)
         app.router.add_get("/stats", self.get_stats)
         app.router.add_post("/offer", self.offer)
+        app.router.add_post("/target", self.upload_target)
         app.router.add_static("/static/", STATIC_DIR)
         app.on_startup.append(self._start_lag_monitor)
         app.on_shutdown.append(self.on_shutdown)
@@ -137,7 +150,27 @@ class WebServer:
             "iceServers": self.config.ice_servers,
             "alpha": alpha_hints(list(info.direction_names), info.direction_info()),
             "mode": self.mode,
+            "reenact": self.reenact_config(),
         })
+
+    def reenact_config(self) -> dict:
+        """The reenactment mode's options, defaults and bounds (GET /config "reenact"). Without networks the
+        defaults and methods are left out: they live with the motion model (torch), which such a server never
+        loads for /config -- its page greys the options and streams the target as it is."""
+        from stream.reenact_live import CALIBRATION, CALIBRATION_S, DEMO_NOTICE, LIVE_PASTE_MODES  # noqa: PLC0415
+
+        info, limits = self.effect.info, self.config.limits
+        available = bool(info.available) and info.state != "demo"
+        config = {"available": available, "notice": None, "paste_modes": list(LIVE_PASTE_MODES),
+                  "calibration": CALIBRATION, "calibration_s": CALIBRATION_S, "max_calibration": MAX_CALIBRATION,
+                  "num_ws": getattr(self.effect.editor, "num_ws", None), "target_side": self.config.target_side,
+                  "max_target_mb": round(limits.max_target_bytes / 2**20, 2),
+                  "max_target_side": limits.max_target_side}
+        if not available:
+            return {**config, "notice": DEMO_NOTICE if info.state == "demo" else info.notice}
+        from directions.reenact import METHODS, ReenactOptions  # noqa: PLC0415
+
+        return {**config, "defaults": ReenactOptions().to_dict(), "methods": list(METHODS)}
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return web.json_response({
@@ -149,6 +182,8 @@ class WebServer:
             "editor": self.effect.stats(),
             "refused": dict(self.refused),
             "loop_lag_ms": self._take_lag(),
+            "targets": len(self.targets),
+            "reading_targets": self.reading_targets,
         })
 
     # -- offers --------------------------------------------------------------------------------------------------
@@ -179,6 +214,44 @@ class WebServer:
             return await self._answer(sdp)
         finally:
             self.reserved -= 1
+
+    # -- target photos -------------------------------------------------------------------------------------------
+    async def upload_target(self, request: web.Request) -> web.Response:
+        """Rate (per client) -> photos being read -> bytes (read no further than the bound) -> header checked, decoded,
+        scaled, face found in a worker thread -> held under a token. Every refusal is one line to its sender."""
+        limits = self.config.limits
+        if not self.target_rate.allow(request.remote):
+            return self._refuse("target_rate", f"too many target photos from this client (at most "
+                                               f"{limits.targets_per_s:g} a second after {limits.target_burst}); "
+                                               "wait a moment and pick it again", 429)
+        if self.reading_targets >= limits.max_target_reads:
+            return self._refuse("target_busy", f"{self.reading_targets} target photos are being read; try again in "
+                                               "a moment", 503)
+        name = clean_name(request.query.get("name"))
+        self.reading_targets += 1
+        try:
+            try:
+                data = await asyncio.wait_for(read_bounded(request, limits.max_target_bytes), limits.target_read_s)
+            except asyncio.TimeoutError:
+                return self._refuse("target_slow", f"'{name}' took longer than {limits.target_read_s:g} s to arrive; "
+                                                   "send it again", 408)
+            if data is None:
+                mb = limits.max_target_bytes / 2**20
+                return self._refuse("target_size", f"'{name}' is over the {mb:.3g} MB limit for a target photo; "
+                                                   "use a smaller file", 413)
+            if not data:
+                return self._refuse("target", "no photo in the request: send the photo's bytes as the body")
+            target = await asyncio.get_running_loop().run_in_executor(
+                None, load_target, data, name, limits, self.effect.info.crop_size, self.config.target_side,
+                self.effect.config.feather_px)
+        except ValueError as exc:            # stream.probe.UploadRefused, no face: the project's one line
+            return self._refuse("target", str(exc).splitlines()[0][:400])
+        finally:
+            self.reading_targets -= 1
+        self.targets.add(target)
+        log.info("target photo %s accepted: %dx%d (uploaded %dx%d)", target.name, target.photo.shape[1],
+                 target.photo.shape[0], *target.source_size)
+        return web.json_response(target.summary())
 
     def _refuse(self, reason: str, message: str, status: int = 400) -> web.Response:
         self.refused[reason] += 1
@@ -233,6 +306,21 @@ class WebServer:
         if getattr(self, "_lag_task", None) is not None:
             self._lag_task.cancel()
         await asyncio.gather(*(p.close("server shutting down") for p in list(self.peers.values())))
+
+
+async def read_bounded(request: web.Request, max_bytes: int) -> bytes | None:
+    """The request body, or None as soon as it is over `max_bytes` (a declared Content-Length first: nothing read)."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        return None
+    chunks, size = [], 0
+    while True:
+        chunk = await request.content.read(256 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
 
 
 def rss_bytes() -> int:

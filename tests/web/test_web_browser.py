@@ -226,3 +226,61 @@ def print_siege(report: dict) -> None:
               f"{pages}")
     print("offers:", report["attack"].get("offers"))
     print("channel:", report["attack"].get("channel"))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_reenact_mode_drives_the_target_photo_and_holds_a_lost_face(tmp_path, faces_dir):
+    """Issue 13's live door on the page, tiny networks from disk: the camera (a face 4 s, nothing 2 s, looped) drives
+    mona_lisa.jpg. Bad target photos are refused on the status line with the project's line; the stream switches to
+    the target's size and picture; the status line goes calibrating (n/total) -> driving -> driver face lost (holding
+    the last pose) -> driving; the Record button records the target; β applies, Recalibrate starts over, and "edit my
+    face" brings the camera back. MICROMOTION_SHOTS=DIR keeps screenshots (page-reenact-*.png)."""
+    import os
+
+    from tiny_weights import server_args, write_tiny_weights
+
+    shots = os.environ.get("MICROMOTION_SHOTS")
+    weights = write_tiny_weights(tmp_path / "weights")
+    report = run_probe(tmp_path, faces_dir / "01.jpg", server_args(weights), timeout=300,
+                       probe_args=("--mode", "reenact", "--target", str(faces_dir / "mona_lisa.jpg"),
+                                   *(("--shots", shots) if shots else ())))
+    cfg = report["config"]
+    assert cfg["available"] is True and cfg["defaults"]["method"] == "rpca"
+    assert report["pick"]["state"] == "pick_target" and report["panel_visible"]
+    assert {"direction", "alpha", "split", "recalibrate"} <= set(report["pick"]["disabled"])
+    # refusals: the project's lines on the status line (stream.probe, find_target); the server's own byte bound
+    refused = report["refused"]
+    assert all(r["state"] == "target_refused" and "Target photo refused" in r["text"] for r in refused.values())
+    assert "'notes.txt' could not be read as an image (not a known image format)" in refused["notes"]["text"]
+    assert "no face found in 'wall.png'; use a photo where one face is visible" in refused["wall"]["text"]
+    assert "'big.jpg' is over the 10 MB limit for a target photo" in refused["big"]["text"]
+    assert report["server_413"]["status"] == 413 and "over the 10 MB limit" in report["server_413"]["error"]
+    # the target: scaled to the stream's side (even), ready before Start
+    target = report["target"]
+    assert (target["width"], target["height"]) == (428, 640) and target["source_size"] == [460, 686]
+    assert report["ready"]["state"] == "target_ready" and "press Start" in report["ready"]["text"]
+    # the stream is the target photo: its size, its picture (not the camera's) while calibrating
+    picture = report["picture_calibrating"]
+    assert (picture["w"], picture["h"]) == (428, 640)
+    assert picture["photo"] < 15 and picture["camera"] > 3 * picture["photo"], picture
+    cal = report["calibrating"]
+    assert cal["text"].startswith("Calibrating start with a neutral face") and cal["text"].endswith("/8)"), cal
+    stats = report["calibrating_stats"]
+    assert stats["stream"] == "reenact" and stats["size"] == [428, 640]
+    assert stats["reenact"]["target"]["name"] == "mona_lisa.jpg" and stats["reenact"]["calibration"][1] == 8
+    assert stats["reenact"]["options"]["method"] == "pca" and stats["reenact"]["options"]["beta"] == 3.0
+    # driving, then the camera's blank part: the last pose held, said on the status line and by the face dot
+    assert report["driving"]["text"].startswith("Driving the target; pose") and report["driving"]["face"] == "found"
+    assert report["driving_stats"]["reenact"]["phase"] == "driving" and report["driving_stats"]["errors"] == 0
+    lost = report["lost"]
+    assert lost["text"] == "Driver face lost holding the last pose" and lost["face"] == "none"
+    assert report["lost_stats"]["reenact"]["held_frames"] > 0
+    assert report["driving_again"]["state"] == "driving"
+    # Record: the driven target, decoded by PyAV
+    decoded = report["recording"]["decoded"]
+    assert (decoded["width"], decoded["height"]) == (428, 640) and decoded["frames"] >= 20, decoded
+    assert report["recalibrated"]["state"] == "calibrating"
+    # back to the camera's own face: its size, the edit's status line
+    assert report["edit_again"]["state"] in ("running", "waiting") and report["error"] is None
+    print(f"\nreenact page: switched {report['switched_s']} s after Start, driving after {report['driving_s']} s")

@@ -1,4 +1,6 @@
 // micromotion page: camera → server (aiortc) → edited stream; controls over the "controls" data channel.
+// Reenact mode: a target photo goes to POST /target (checked there: a photo, not too large, a face in it); its token
+// and the reenactment options go over the data channel ("reenact"); the stream then shows the target animated.
 // With /config "kind": "remote" (python -m web --control URL) the page has no media: its controls drive a running
 // virtual camera through POST /controls and its status line reads GET /stats.
 // window.micromotion exposes the live objects and counters (used by the browser tests and for debugging).
@@ -9,6 +11,7 @@ const mm = (window.micromotion = {
   pc: null, dc: null, config: null, lastStats: null, lastError: null, framesShown: 0,
   firstFrameMs: null, startedAt: null, controlsAcked: null, phase: "loading", recorder: null, recording: null,
   recordingDone: null, status: null,
+  reenact: { mode: "edit", target: null, refusal: null, uploading: false, acked: null, thumb: null },
 });
 
 // ------------------------------------------------------------------------------------------------ words
@@ -23,17 +26,22 @@ const STATE_LABELS = {
   directions_missing: "Directions missing", unreachable: "Virtual camera not reachable",
   running: "Running", waiting: "Face found", stale: "Edit stale", no_face: "No face in view",
   face_too_small: "Face too small", off: "Effect off", error: "Frame failed", starting: "Camera starting",
+  calibrating: "Calibrating", driving: "Driving", driver_lost: "Driver face lost",
+  target_refused: "Target photo refused", target_ready: "Target ready", reading_target: "Reading the photo",
+  switching: "Switching to the target", pick_target: "Pick a target photo",
 };
 // what to do, where the server's own line would only repeat the label
 const STATE_HINTS = {
   no_face: "nothing to edit: look into the camera",
   off: "the camera passes through unchanged: tick “effect on” to edit",
 };
-const EDIT_STATES = ["running", "stale", "directions_missing"];
+const EDIT_STATES = ["running", "stale", "directions_missing", "driving", "driver_lost"];
 const STATE_KIND = {  // the status line's colour
   ready: "ok", running: "ok", demo: "ok", waiting: "busy", starting: "busy", connecting: "busy",
   stale: "warn", no_face: "warn", face_too_small: "warn", off: "idle", idle: "idle", stopped: "idle",
   networks_missing: "bad", tracking_only: "warn", directions_missing: "bad", unreachable: "bad", error: "bad",
+  calibrating: "busy", driving: "ok", driver_lost: "warn", target_refused: "bad", target_ready: "ok",
+  reading_target: "busy", switching: "busy", pick_target: "warn",
 };
 
 // ------------------------------------------------------------------------------------------------ small helpers
@@ -76,10 +84,14 @@ function configStatus() {
   return [state, STATE_LABELS[state] || state, c.notice || state.replace(/_/g, " ")];
 }
 
+// reenactment's lines begin with the state's own words ("driving the target; …"): the label says them once
+const LEADS = { calibrating: /^calibrating:\s*/i, driving: /^driving\s*/i, driver_lost: /^driver face lost:?\s*/i };
+
 function streamStatus(s) {
   const label = STATE_LABELS[s.state] || s.state;
   let text = s.message || "";
   if (!text || text.toLowerCase() === label.toLowerCase()) text = STATE_HINTS[s.state] || text;
+  if (LEADS[s.state]) text = text.replace(LEADS[s.state], "");
   const alphas = Object.values((s.controls && s.controls.directions) || {});
   if (s.state === "running" && alphas.length && alphas.every((a) => a === 0)) {
     text += " — α is 0, so nothing changes: move the α slider";
@@ -87,9 +99,35 @@ function streamStatus(s) {
   return [s.state, label, text];
 }
 
+// reenact mode's own lines (the target photo's upload, the switch): null when the stream's own state is the news
+function reenactStatus(s) {
+  const r = mm.reenact;
+  if (r.mode !== "reenact" || isRemote()) return null;
+  const streaming = !!(s && s.stream === "reenact");
+  if (r.uploading) return ["reading_target", STATE_LABELS.reading_target, "checking the photo and finding its face…"];
+  if (r.refusal) {
+    return ["target_refused", STATE_LABELS.target_refused,
+      r.refusal + (streaming ? " (still driving the previous photo)" : "")];
+  }
+  if (!r.target) {
+    return ["pick_target", STATE_LABELS.pick_target, "choose the photo your face will drive" +
+      (mm.phase === "running" ? " (your camera is edited meanwhile)" : "")];
+  }
+  const name = `‘${r.target.name}’ ${r.target.width}×${r.target.height}`;
+  if (mm.phase !== "running") {
+    return ["target_ready", STATE_LABELS.target_ready, `${name}: press Start; the first seconds calibrate ` +
+      "(start with a neutral face, then move your head)"];
+  }
+  if (s && !streaming) return ["switching", STATE_LABELS.switching, `${name}: finding its face and starting…`];
+  return null;
+}
+
 function renderStatus() {
   const s = mm.lastStats;
+  const reenact = reenactStatus(s);
   if (mm.phase === "connecting") setStatus("connecting", "Connecting", "asking for the camera and the server…");
+  else if (reenact && (mm.phase !== "idle" || mm.config.state === "ready" || mm.reenact.refusal
+                       || mm.reenact.uploading)) setStatus(...reenact);
   else if ((mm.phase === "running" || mm.phase === "remote") && s && s.state) setStatus(...streamStatus(s));
   else if (mm.phase === "running") setStatus("connecting", "Connecting", "waiting for the first edited frame…");
   else {
@@ -113,6 +151,7 @@ function renderFace(s) {
     if (s.state === "no_face") { face = "none"; text = "no face"; }
     else if (s.state === "face_too_small") { face = "small"; text = "face too small"; }
     else if (s.state === "off") { face = "idle"; text = "effect off"; }
+    else if (s.state === "driver_lost" && !faces) { face = "none"; text = "no face: pose held"; }
     else if (faces > 0 || ["running", "waiting", "stale", "networks_missing", "tracking_only",
       "directions_missing"].includes(s.state)) { face = "found"; text = faces > 1 ? `${faces} faces` : "face found"; }
   }
@@ -229,6 +268,11 @@ function updateControlStates() {
     const why = "The virtual camera does not answer";
     disable(["direction", "alpha", "animate", "period", "enabled", "max-faces", "paste-mode"], why);
   }
+  if (mm.reenact.mode === "reenact") {
+    const why = "Reenact mode: these controls edit your own face (pick “edit my face” to use them)";
+    reasons.splice(0, reasons.length, why);
+    disable(["direction", "alpha", "animate", "period", "enabled", "max-faces", "paste-mode"], why);
+  }
   const list = $("controls-reason");
   list.textContent = "";
   for (const r of reasons) { const li = document.createElement("li"); withCode(li, r); list.appendChild(li); }
@@ -250,6 +294,11 @@ function updateSourceStates() {
   $("record").textContent = recording ? "■ Stop recording" : "● Record";
   $("record").classList.toggle("recording", recording);
   for (const id of ["camera", "resolution", "split"]) $(id).disabled = remote;
+  if (mm.reenact.mode === "reenact") {
+    $("split").disabled = true;
+    $("split").title = "the split compares the camera with its edit; in reenact mode the stream is another photo";
+  } else $("split").title = "";
+  if (running && !remote && mm.reenact.mode === "reenact") $("record").title = "record the stream: the target, driven (webm)";
   const reason = $("source-reason");
   reason.hidden = !remote;
   if (remote) {
@@ -302,9 +351,11 @@ function showControls(controls, maxFaces) {
 
 // ------------------------------------------------------------------------------------------------ messages
 function onStats(msg) {
+  const was = mm.lastStats && mm.lastStats.stream;
   mm.lastStats = msg;
   renderReadout(msg);
   renderFace(msg);
+  if (msg.stream !== was) updateReenactStates();
   renderStatus();
 }
 
@@ -316,7 +367,21 @@ function onMessage(event) {
   } else if (msg.type === "controls_ok") {
     mm.controlsAcked = msg.controls;
     $("error").hidden = true;
+  } else if (msg.type === "reenact_ok") {
+    mm.reenact.acked = msg;
+    $("error").hidden = true;
+    renderStatus();
   } else if (msg.type === "error") {
+    if (String(msg.message).startsWith("reenactment refused")) {
+      mm.reenact.refusal = msg.message;
+      if (msg.message.includes("not held here")) {       // expired or the server restarted: pick it again
+        mm.reenact.target = null;
+        $("target-thumb").hidden = true;
+        $("target-info").textContent = "";
+        updateReenactStates();
+      }
+      renderStatus();
+    }
     showError(msg.message);
   }
 }
@@ -405,7 +470,10 @@ async function start() {
       updateSourceStates();
     });
     const dc = (mm.dc = pc.createDataChannel("controls"));
-    dc.addEventListener("open", () => sendControls());
+    dc.addEventListener("open", () => {
+      sendControls();
+      if (mm.reenact.mode === "reenact" && mm.reenact.target) sendReenact();
+    });
     dc.addEventListener("message", onMessage);
     for (const track of stream.getVideoTracks()) pc.addTrack(track, stream);
     await pc.setLocalDescription(await pc.createOffer());
@@ -458,8 +526,10 @@ function stop() {
   mm.pc = mm.dc = null;
   mm.phase = "stopped";
   $("state").textContent = "closed";
+  mm.reenact.acked = null;
   clearReadouts();
   updateSourceStates();
+  updateReenactStates();
   renderStatus();
 }
 
@@ -507,6 +577,164 @@ function applySplit() {
   $("split-pos").hidden = !on;
   $("before").srcObject = on ? $("local").srcObject : null;
   $("stage").style.setProperty("--split", `${$("split-pos").value}%`);
+}
+
+// ------------------------------------------------------------------------------------------------ reenact mode
+const REENACT_INPUTS = ["target-file", "rank", "layer-start", "layer-stop", "beta", "reference", "smoothing", "method",
+  "reenact-paste", "calibration", "calibration-s", "recalibrate"];
+const intOrNull = (id) => ($(id).value.trim() === "" ? null : parseInt($(id).value, 10));
+
+function currentReenact() {
+  const start = intOrNull("layer-start") || 0, stop = intOrNull("layer-stop");
+  return {
+    options: {
+      rank: intOrNull("rank") || 1,
+      layers: start === 0 && stop === null ? null : [start, stop],
+      beta: parseFloat($("beta").value),
+      reference: intOrNull("reference"),
+      smoothing: parseFloat($("smoothing").value),
+      method: $("method").value,
+    },
+    paste_mode: $("reenact-paste").value,
+    calibration: intOrNull("calibration") || 2,
+    calibration_s: parseFloat($("calibration-s").value) || 0,
+  };
+}
+
+// the target and every option, to the server (it builds, refits or applies at once: web.peer)
+function sendReenact(extra) {
+  if (!mm.dc || mm.dc.readyState !== "open" || !mm.reenact.target) return false;
+  mm.dc.send(JSON.stringify({ type: "reenact", target: mm.reenact.target.target, ...currentReenact(), ...(extra || {}) }));
+  return true;
+}
+mm.sendReenact = sendReenact;
+
+function sendMessage(msg) {
+  if (!mm.dc || mm.dc.readyState !== "open") return false;
+  mm.dc.send(JSON.stringify(msg));
+  return true;
+}
+mm.sendMessage = sendMessage;
+
+// the photo to the server: refused there (the project's one line) or held under a token
+async function uploadTarget(file) {
+  const r = mm.reenact, limits = mm.config.reenact || {};
+  r.refusal = null;
+  r.uploading = true;
+  renderStatus();
+  try {
+    const limit = (limits.max_target_mb || 10) * 2 ** 20;
+    if (file.size > limit) {
+      throw new Error(`'${file.name}' is over the ${limits.max_target_mb} MB limit for a target photo; use a smaller file`);
+    }
+    const response = await fetch(`/target?name=${encodeURIComponent(file.name)}`, {
+      method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: file,
+    });
+    let reply;
+    try { reply = await response.json(); } catch (e) { reply = {}; }
+    if (!response.ok) throw new Error(reply.error || `the server said ${response.status}`);
+    r.target = reply;
+    if (r.thumb) URL.revokeObjectURL(r.thumb);
+    r.thumb = URL.createObjectURL(file);
+    $("target-thumb").src = r.thumb;
+    $("target-thumb").hidden = false;
+    $("target-info").textContent = `${reply.name} ${reply.width}×${reply.height}` +
+      (reply.scaled ? ` (scaled from ${reply.source_size[0]}×${reply.source_size[1]})` : "");
+    sendReenact();
+  } catch (err) {
+    r.refusal = String(err.message || err);
+  } finally {
+    $("target-file").value = "";      // picking the same file again is a new upload (a change event)
+    r.uploading = false;
+    updateReenactStates();
+    renderStatus();
+  }
+  return { target: r.target, refusal: r.refusal };
+}
+mm.uploadTarget = uploadTarget;
+
+function setStreamMode(mode) {
+  mm.reenact.mode = mode;
+  mm.reenact.refusal = null;
+  $(mode === "reenact" ? "mode-reenact" : "mode-edit").checked = true;
+  if (mode === "reenact") {
+    if ($("split").checked) { $("split").checked = false; applySplit(); }
+    sendReenact();
+  } else sendMessage({ type: "edit" });
+  updateControlStates();
+  updateReenactStates();
+  renderStatus();
+}
+mm.setStreamMode = setStreamMode;
+
+function updateReenactStates() {
+  const c = mm.config || {}, rc = c.reenact;
+  const shown = !!rc && !isRemote();
+  $("mode-pick").hidden = !shown;
+  $("reenact-panel").hidden = !shown || mm.reenact.mode !== "reenact";
+  $("remote-caption").textContent = mm.reenact.mode === "reenact" ? "target, driven by your face" : "edited";
+  $("edit-age-label").textContent = mm.reenact.mode === "reenact" ? "pose age" : "edit age";
+  if (!shown) return;
+  const reasons = [];
+  for (const id of REENACT_INPUTS) { $(id).disabled = false; $(id).removeAttribute("title"); }
+  const disable = (ids, why) => { for (const id of ids) { $(id).disabled = true; $(id).title = why; } };
+  if (!rc.available) {
+    const why = `No networks: the target photo is shown as it is (${rc.notice || "see the status line"})`;
+    reasons.push(why);
+    disable(REENACT_INPUTS.filter((id) => id !== "target-file"), why);
+  }
+  if (!mm.reenact.target) reasons.push("Pick a target photo: a face must be visible in it");
+  const streaming = !!(mm.lastStats && mm.lastStats.stream === "reenact");
+  if (!streaming && rc.available) disable(["recalibrate"], "Start with a target photo first");
+  if ($("method").value === "none" && rc.available) {
+    disable(["rank"], "method none transfers the raw latent offsets: no subspace, no rank");
+  }
+  const cal = intOrNull("calibration") || rc.calibration;
+  $("rank").max = Math.max(1, cal - 1);
+  $("reference").max = Math.max(0, cal - 1);
+  if (rc.num_ws) { $("layer-start").max = rc.num_ws - 1; $("layer-stop").max = rc.num_ws; }
+  $("beta-value").textContent = parseFloat($("beta").value).toFixed(2);
+  $("smoothing-value").textContent = parseFloat($("smoothing").value).toFixed(1);
+  const list = $("reenact-reason");
+  list.textContent = "";
+  for (const r of reasons) { const li = document.createElement("li"); withCode(li, r); list.appendChild(li); }
+  list.hidden = reasons.length === 0;
+}
+mm.updateReenactStates = updateReenactStates;
+
+function fillReenact() {
+  const rc = mm.config.reenact;
+  if (!rc) return;
+  const d = rc.defaults;      // none without networks: the options are greyed, the page's own values stay
+  if (d) {
+    $("rank").value = d.rank;
+    $("beta").value = d.beta;
+    $("smoothing").value = d.smoothing;
+    $("method").value = d.method;
+    $("reference").value = d.reference == null ? "" : d.reference;
+    $("layer-start").value = d.layers ? d.layers[0] : 0;
+    $("layer-stop").value = d.layers && d.layers[1] != null ? d.layers[1] : "";
+  }
+  $("calibration").value = rc.calibration;
+  $("calibration-s").value = rc.calibration_s;
+  $("calibration").max = rc.max_calibration;
+  $("target-file").title = `a photo with a face (jpg, png, webp, bmp; at most ${rc.max_target_mb} MB, ` +
+    `${rc.max_target_side} px a side; streamed at most ${rc.target_side} px a side)`;
+  updateReenactStates();
+}
+
+function initReenact() {
+  $("mode-edit").addEventListener("change", () => setStreamMode("edit"));
+  $("mode-reenact").addEventListener("change", () => setStreamMode("reenact"));
+  $("target-file").addEventListener("change", () => {
+    const file = $("target-file").files[0];
+    if (file) uploadTarget(file);
+  });
+  const onOption = () => { updateReenactStates(); sendReenact(); };
+  for (const id of ["beta", "smoothing"]) $(id).addEventListener("input", () => updateReenactStates());
+  for (const id of ["rank", "layer-start", "layer-stop", "beta", "reference", "smoothing", "method", "reenact-paste",
+    "calibration", "calibration-s"]) $(id).addEventListener("change", onOption);
+  $("recalibrate").addEventListener("click", () => sendMessage({ type: "recalibrate" }));
 }
 
 // ------------------------------------------------------------------------------------------------ remote mode
@@ -595,7 +823,9 @@ async function loadConfig() {
   showMode();
   showNotice();
   fillDirections();
+  fillReenact();
   updateControlStates();
+  updateReenactStates();
 }
 
 async function init() {
@@ -625,6 +855,7 @@ async function init() {
   $("split-pos").addEventListener("input", applySplit);
   $("camera").addEventListener("change", switchSource);
   $("resolution").addEventListener("change", switchSource);
+  initReenact();
   updateControlStates();
   renderStatus();
   if (isRemote()) pollRemote(); else listCameras();
