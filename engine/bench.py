@@ -5,7 +5,8 @@ is real even though the weights are not. On CUDA: fp32 vs fp16 (and bf16 with --
 On CPU: fp32, bf16 and fp16 eager (`--precisions`; bf16 is fast only with native bf16, fp16 is emulated on
 most CPUs). The generator renders `--resolution` (default its full 1024; the live path renders 256 through
 `out_resolution`). Variants of one network are timed interleaved (one run of each in turn), so a machine
-whose load drifts biases none of them; the median is reported.
+whose load drifts biases none of them. Reported: the median wall time (ms), the fastest run (best ms: on a CPU
+shared with other jobs, the least disturbed one) and the median CPU time of this process (cpu ms, all threads).
 
     python -m engine.bench [--device auto] [--reps N] [--batch B] [--resolution R] [--precisions fp32,bf16]
                            [--json out.json] [--small]
@@ -49,25 +50,29 @@ def build_encoder(kind: str, G, small: bool = False):
 
 def time_fn(fn: Callable, reps: int, device) -> float:
     """Median ms of `fn()` over `reps` runs after one warm-up (CUDA synchronised around each run)."""
-    return time_interleaved([fn], reps, device)[0]
+    return time_interleaved([fn], reps, device)[0][0]
 
 
-def time_interleaved(fns: Sequence[Callable], reps: int, device) -> list[float]:
-    """Median ms of each `fn()` over `reps` rounds; every round runs each fn once, in turn (after one warm-up
-    of each), so load that drifts during the measurement affects all of them alike."""
+def time_interleaved(fns: Sequence[Callable], reps: int, device) -> list[tuple[float, float, float]]:
+    """(median wall ms, fastest wall ms, median process-CPU ms) of each `fn()` over `reps` rounds; every round
+    runs each fn once, in turn (after one warm-up of each), so load that drifts during the measurement affects all
+    of them alike. On a machine shared with other jobs the fastest run is the least disturbed one; the CPU time
+    (all threads of this process) is the work done; on CUDA only the wall times mean anything."""
     from engine.runtime import synchronize  # noqa: PLC0415
 
     for fn in fns:
         fn()
     synchronize(device)
-    times: list[list[float]] = [[] for _ in fns]
+    wall: list[list[float]] = [[] for _ in fns]
+    cpu: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             synchronize(device)
-            times[i].append((time.perf_counter() - t0) * 1e3)
-    return [statistics.median(t) for t in times]
+            wall[i].append((time.perf_counter() - t0) * 1e3)
+            cpu[i].append((time.process_time() - c0) * 1e3)
+    return [(statistics.median(w), min(w), statistics.median(c)) for w, c in zip(wall, cpu)]
 
 
 def variants(device, bf16: bool, precisions: Sequence[str] | None = None) -> list[tuple[str, bool]]:
@@ -132,10 +137,10 @@ def run(device="auto", reps: int | None = None, batch: int = 1, small: bool = Fa
                          size or f"{r}px out"))
         with torch.inference_mode():
             times = time_interleaved([lambda run=run: run[2](run[3]) for run in runs], reps, dev)
-        for (prec, graphs, runner, _, size), ms in zip(runs, times):
+        for (prec, graphs, runner, _, size), (ms, best_ms, cpu_ms) in zip(runs, times):
             rows.append({"network": label, "size": size, "batch": batch, "device": str(dev), "precision": prec,
                          "cuda_graphs": graphs and runner.stats["replays"] > 0, "ms": round(ms, 2),
-                         "reps": reps})
+                         "best_ms": round(best_ms, 2), "cpu_ms": round(cpu_ms, 2), "reps": reps})
             log.info("%s %s %s graphs=%s: %.1f ms", label, dev, prec, graphs, ms)
         del runs
     return {
@@ -150,13 +155,15 @@ def run(device="auto", reps: int | None = None, batch: int = 1, small: bool = Fa
 
 
 def format_table(result: dict) -> str:
-    head = f"{'network':<22} {'size':<12} {'batch':>5} {'device':<7} {'prec':<5} {'graphs':<6} {'ms':>10}"
+    head = (f"{'network':<22} {'size':<12} {'batch':>5} {'device':<7} {'prec':<5} {'graphs':<6} {'ms':>10} "
+            f"{'best ms':>10} {'cpu ms':>10}")
     bf16 = "" if result.get("native_bf16") is None else f", native bf16: {'yes' if result['native_bf16'] else 'no'}"
     lines = [f"# {result['benchmark']} -- {result['config']}; torch {result['torch']}, "
              f"{result['device_name']}{bf16}, {result['threads']} threads", head, "-" * len(head)]
     for r in result["rows"]:
+        best, cpu_ms = r.get("best_ms", float("nan")), r.get("cpu_ms", float("nan"))
         lines.append(f"{r['network']:<22} {r['size']:<12} {r['batch']:>5} {r['device']:<7} {r['precision']:<5} "
-                     f"{'yes' if r['cuda_graphs'] else 'no':<6} {r['ms']:>10.1f}")
+                     f"{'yes' if r['cuda_graphs'] else 'no':<6} {r['ms']:>10.1f} {best:>10.1f} {cpu_ms:>10.1f}")
     return "\n".join(lines)
 
 
