@@ -75,21 +75,21 @@ class Precision:
     * CPU with native bf16 (AVX512-BF16 or AMX-BF16 flags): bf16 for the generator, fp32 for the encoders.
       Decided by measurement on the recipe checkpoints of ../shared/fixtures (tests/engine/test_half_precision.py,
       tests/engine/half_error_table.py = `python -m engine.bench --errors`, `python -m engine.bench --device cpu`;
-      AMD EPYC with AVX512-BF16 and no AMX, 2 cores shared with other jobs):
+      AMD EPYC with AVX512-BF16 and no AMX, 2 threads, measured in a quiet spell of a shared machine):
       - generator, bf16 vs fp32 image: 256 px max 0.024 / mean 0.0037 (3.0 / 0.47 grey levels of 0..255; the
         recipe image peaks at 3.2: 0.73 % / 0.11 % of the peak), 1024 px max 0.063 / mean 0.0071 (1.5 % / 0.17 %
         of its 4.1 peak); styles scaled to |s| <= 50: max 1.7 % / mean 0.20 % of the peak; never inf/NaN. Bound:
-        max 3 %, mean 0.4 % of the peak (~8 and 1 bf16 unit roundoffs 2^-8): holds. Speed (fastest of 9
-        interleaved runs): 256 px (the live size) fp32 638 ms, bf16 306 ms (2.1x); 1024 px 3844 vs 2823 ms (1.4x).
+        max 3 %, mean 0.4 % of the peak (~8 and 1 bf16 unit roundoffs 2^-8): holds. Speed (median of 7
+        interleaved runs): 256 px (the live size) fp32 522 ms, bf16 260 ms (2.0x); 1024 px 1140 vs 731 ms (1.6x).
       - IR-SE50 encoders, bf16 vs fp32 latents: e4e max 0.006 (bound 0.05 latent units: holds), but ReStyle-pSp
         (the live default) max 0.21 / mean 0.044 after one iteration, 0.91 / 0.19 after five: its deep residual
         body amplifies rounding ~25x on the recipe weights (fp16: 0.036). Bound broken, so "auto" keeps the
-        encoders fp32 on CPU even though bf16 runs them ~2.2x faster (restyle_psp 771 -> 320 ms); "bf16" asked
-        for explicitly runs them in bf16.
+        encoders fp32 on CPU even though bf16 runs them ~2x faster (restyle_psp 489 -> 241 ms, e4e 934 -> 444 ms);
+        "bf16" asked for explicitly runs them in bf16.
     * any other CPU or device: fp32 (bf16/fp16 there are emulated: slower than fp32).
 
     fp16 on a CPU without native fp16 arithmetic (no AVX512-FP16 / AMX-FP16; this AMD EPYC has none) is allowed
-    but slow (no oneDNN kernels: reference convolutions; G at 256 px 16x, encoders 4x slower than fp32): logged
+    but slow (no oneDNN kernels: reference convolutions; G at 256 px 18x, encoders 4x slower than fp32): logged
     once. Its error is ~8x below bf16's (G at 256 px: max 0.0034 / mean 0.0008).
     """
 

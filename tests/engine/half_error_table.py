@@ -7,7 +7,9 @@ Builds the config-f generator, ReStyle-pSp and e4e checkpoints of ../shared/fixt
 kernels, as in every real checkpoint; ~2.3 GB in a temporary folder, removed afterwards unless --keep) and runs
 `engine.precision_errors` on them; the encoders read the fixtures' face image. On real weights run
 `python -m engine.precision_errors --encoder e4e-ffhq --encoder restyle-psp-ffhq` instead.
-fp16 on a CPU without native fp16 is slow (minutes per network at 256 px).
+fp16 on a CPU without native fp16 is slow (minutes per network at 256 px; every ReStyle iteration decodes at 1024):
+the release-note tables were made with `--precisions bf16 --iters 1,5`, `--precisions fp16 --iters 1` (256 px) and
+`--precisions bf16 --resolution 1024 --no-encoders`.
 """
 from __future__ import annotations
 
