@@ -9,9 +9,10 @@ Networks (state_dict keys identical to the references' `encoder.*` entries, pref
                           reads the final 1/16 map.
 * `ProgressiveBackboneEncoder`  ReStyle-e4e: the e4e w0 + deltas scheme on the ReStyle backbone.
 
-Each network maps images [N, C, S, S] to offsets [N, num_ws, w_dim] (no latent_avg). `Encoder` adds latent_avg
-(pSp/e4e, as the reference pSp wrapper does with `start_from_latent_avg`) or runs the ReStyle iteration
-(latent_avg and the average image as the starting point, residual updates on the latent).
+Each network maps images [N, C, S, S] to offsets [N, num_ws, w_dim] (no latent_avg), float32 even when the network
+runs in float16/bfloat16 (the style heads end in float32; half inputs run channels_last). `Encoder` adds
+latent_avg (pSp/e4e, as the reference pSp wrapper does with `start_from_latent_avg`) or runs the ReStyle
+iteration (latent_avg and the average image as the starting point, residual updates on the latent).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def num_ws_for_resolution(resolution: int) -> int:
 
 
 class GradualStyleBlock(nn.Module):
-    """Map a [N, in_c, spatial, spatial] feature map to one style vector [N, out_c].
+    """Map a [N, in_c, spatial, spatial] feature map to one style vector [N, out_c] float32.
 
     log2(spatial) stride-2 3x3 convs, each followed by LeakyReLU(0.01), bring the map to 1x1; then EqualLinear.
     Keys `convs.{0,2,4,..}.weight/bias`, `linear.weight/bias`.
@@ -68,11 +69,15 @@ class GradualStyleBlock(nn.Module):
                 f"style head expects a {self.spatial}x{self.spatial} feature map (1x1 after its convs), got "
                 f"{tuple(x.shape[-2:])} after them; the encoder input size does not match its construction"
             )
-        return self.linear(x.flatten(1))
+        return self.linear(x.flatten(1).float())  # the style itself in float32 (a latent), whatever the net dtype
 
 
 class _IRSEEncoder(nn.Module):
     """Shared stem/body of the four encoders. Subclasses add `styles` (+ FPN lateral layers) and `forward`."""
+
+    # engine.runtime.prepare keeps this network float32 under the CPU "auto" policy (bf16 for the generator): in
+    # bf16 the ReStyle-pSp body amplifies rounding into a latent error beyond the bound (see runtime.Precision).
+    cpu_auto_fp32 = True
 
     def __init__(
         self,
@@ -109,6 +114,15 @@ class _IRSEEncoder(nn.Module):
             raise ValueError(f"{type(self).__name__} expects input [N, {', '.join(map(str, expect))}], "
                              f"got {list(x.shape)}")
 
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """Check x [N, in_channels, S, S] and run the input layer. float16/bfloat16 inputs go channels_last
+        first (the layout then propagates through the body): oneDNN's half convolutions are fast only there on
+        CPU (float16 NCHW falls back to a reference kernel, 20-50x slower). float32 keeps its layout."""
+        self._check_input(x)
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.input_layer(x)
+
     def _fpn_heads(self) -> nn.ModuleList:
         """pSp/e4e heads: coarse ones on the 1/16 map, middle on 1/8, fine on 1/4."""
         top = self.widths[3]
@@ -138,8 +152,7 @@ class GradualStyleEncoder(_FPNEncoder):
     """pSp encoder (FPN over IR-SE50). forward: [N, in_channels, S, S] → [N, num_ws, w_dim] (no latent_avg)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        c1, c2, c3 = run_body(self.body, self.input_layer(x), (self._c1_idx, self._c2_idx, self._c3_idx))
+        c1, c2, c3 = run_body(self.body, self._stem(x), (self._c1_idx, self._c2_idx, self._c3_idx))
         out = [self.styles[j](c3) for j in range(min(COARSE_END, self.num_ws))]
         if self.num_ws > COARSE_END:
             p2 = self._upsample_add(c3, self.latlayer1(c2))
@@ -157,8 +170,7 @@ class Encoder4Editing(_FPNEncoder):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        c1, c2, c3 = run_body(self.body, self.input_layer(x), (self._c1_idx, self._c2_idx, self._c3_idx))
+        c1, c2, c3 = run_body(self.body, self._stem(x), (self._c1_idx, self._c2_idx, self._c3_idx))
         w0 = self.styles[0](c3)
         rows = [w0]
         features = c3
@@ -185,8 +197,7 @@ class BackboneEncoder(_IRSEEncoder):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        (c3,) = run_body(self.body, self.input_layer(x), (self._c3_idx,))
+        (c3,) = run_body(self.body, self._stem(x), (self._c3_idx,))
         return torch.stack([head(c3) for head in self.styles], dim=1)
 
 
@@ -194,8 +205,7 @@ class ProgressiveBackboneEncoder(BackboneEncoder):
     """ReStyle-e4e encoder: w0 from head 0 repeated over all layers, heads 1.. add deltas; all on the 1/16 map."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        (c3,) = run_body(self.body, self.input_layer(x), (self._c3_idx,))
+        (c3,) = run_body(self.body, self._stem(x), (self._c3_idx,))
         w0 = self.styles[0](c3)
         rows = [w0] + [w0 + self.styles[i](c3) for i in range(1, self.num_ws)]
         return torch.stack(rows, dim=1)
@@ -304,8 +314,15 @@ class Encoder(nn.Module):
         return latent_avg.clone()
 
     def _apply(self, fn, *args, **kwargs):
+        """Casts and moves drop the cached average image; `latent_avg` moves but stays float32 under a half cast
+        (latents are float32 whatever the network dtype)."""
         self._avg_image = None  # device/dtype change: recompute the cached average image
-        return super()._apply(fn, *args, **kwargs)
+        avg = self.latent_avg
+        out = super()._apply(fn, *args, **kwargs)
+        moved = self._buffers["latent_avg"]
+        if moved.dtype in (torch.float16, torch.bfloat16) and avg.dtype == torch.float32:
+            self._buffers["latent_avg"] = avg.to(moved.device)
+        return out
 
     def _param_dtype(self) -> torch.dtype:
         return next(self.encoder.parameters()).dtype

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # IR-SE depths (units per stage) of the ArcFace backbones; pSp/e4e/ReStyle use 50.
@@ -80,6 +81,13 @@ class SEModule(nn.Module):
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # the 1x1 convs on a 1x1 map as matrix products: same maths, without oneDNN's per-call setup of a
+            # half-precision conv (which costs more than the product itself on CPU)
+            pooled = x.mean(dim=(2, 3))                                                   # [N, C]
+            hidden = torch.relu(F.linear(pooled, self.fc1.weight.flatten(1)))
+            gate = torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1)))
+            return x * gate[:, :, None, None]
         gate = self.sigmoid(self.fc2(self.relu(self.fc1(self.avg_pool(x)))))
         return x * gate
 

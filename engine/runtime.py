@@ -1,7 +1,9 @@
 """Runtime policy for the networks: precision, device placement, CUDA-graph replay, pinned host transfers.
 
 * `resolve_device(device)`              -- "auto" -> "cuda" when available, else "cpu"; a `torch.device`.
-* `Precision`                           -- "fp32" | "fp16" | "bf16" policy; fp32 is forced on CPU (logged once).
+* `Precision`                           -- "fp32" | "fp16" | "bf16" policy on any device; "auto" = fp16 on CUDA;
+                                           on a CPU with native bf16 (AVX512-BF16 / AMX) bf16 for the generator,
+                                           fp32 for the encoders; else fp32 (numbers in the class docstring).
 * `autocast_dtype(device, precision)`   -- the torch dtype the networks run in under that policy.
 * `prepare(module, device, precision)`  -- eval, no grad, moved to the device and cast to the policy's dtype.
 * `CudaGraphRunner(fn, warmup=3)`       -- capture `fn` once per input-shape signature into a `torch.cuda.CUDAGraph`
@@ -13,6 +15,7 @@ Torch is imported lazily inside functions: importing this module costs nothing a
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from typing import Any, Callable, Sequence
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bf16 dot-product units
 _logged_once: set[str] = set()
 
 
@@ -60,30 +64,57 @@ class Precision:
 
     name:   "fp32" | "fp16" | "bf16" -- the dtype parameters and activations use on the device.
     device: the device type the policy was resolved for ("cpu", "cuda", ...).
-    On CPU the policy is always fp32 (half precision convolutions are slow or missing there); `Precision.resolve`
-    logs that once when a lower precision was asked for.
+    auto:   resolved from "auto": `prepare` then keeps networks that mark themselves `cpu_auto_fp32` (the IR-SE
+            encoders) in float32 on CPU.
+
+    Every precision runs on every device when asked for: the generator and the encoders are guarded for half
+    precision (engine/stylegan2.py: float32 styles, pre-normalised modulation, float32 demodulation and RGB
+    accumulation, float16 activation clamp). "auto" resolves to:
+
+    * CUDA: fp16 (tensor cores; its error is ~8x below bf16's).
+    * CPU with native bf16 (AVX512-BF16 or AMX-BF16 flags): bf16 for the generator, fp32 for the encoders.
+      Decided by measurement on the recipe checkpoints of ../shared/fixtures (tests/engine/test_half_precision.py,
+      tests/engine/half_error_table.py = `python -m engine.bench --errors`, `python -m engine.bench --device cpu`;
+      AMD EPYC with AVX512-BF16 and no AMX, 2 threads, measured in a quiet spell of a shared machine):
+      - generator, bf16 vs fp32 image: 256 px max 0.024 / mean 0.0037 (3.0 / 0.47 grey levels of 0..255; the
+        recipe image peaks at 3.2: 0.73 % / 0.11 % of the peak), 1024 px max 0.063 / mean 0.0071 (1.5 % / 0.17 %
+        of its 4.1 peak); styles scaled to |s| <= 50: max 1.7 % / mean 0.20 % of the peak; never inf/NaN. Bound:
+        max 3 %, mean 0.4 % of the peak (~8 and 1 bf16 unit roundoffs 2^-8): holds. Speed (median of 7
+        interleaved runs): 256 px (the live size) fp32 522 ms, bf16 260 ms (2.0x); 1024 px 1140 vs 731 ms (1.6x).
+      - IR-SE50 encoders, bf16 vs fp32 latents: e4e max 0.006 (bound 0.05 latent units: holds), but ReStyle-pSp
+        (the live default) max 0.21 / mean 0.044 after one iteration, 0.91 / 0.19 after five: its deep residual
+        body amplifies rounding ~25x on the recipe weights (fp16: 0.036). Bound broken, so "auto" keeps the
+        encoders fp32 on CPU even though bf16 runs them ~2x faster (restyle_psp 489 -> 241 ms, e4e 934 -> 444 ms);
+        "bf16" asked for explicitly runs them in bf16.
+    * any other CPU or device: fp32 (bf16/fp16 there are emulated: slower than fp32).
+
+    fp16 on a CPU without native fp16 arithmetic (no AVX512-FP16 / AMX-FP16; this AMD EPYC has none) is allowed
+    but slow (no oneDNN kernels: reference convolutions; G at 256 px 18x, encoders 4x slower than fp32): logged
+    once. Its error is ~8x below bf16's (G at 256 px: max 0.0034 / mean 0.0008).
     """
 
     name: str = "fp32"
     device: str = "cpu"
+    auto: bool = False
 
     @staticmethod
     def resolve(precision: str | "Precision" | None, device: Any = "cpu") -> "Precision":
-        """Validate `precision` ("auto" -> fp16 on CUDA, fp32 elsewhere) and force fp32 off CUDA."""
+        """Validate `precision` ("fp32" | "fp16" | "bf16" | "auto"/None, see the class docstring) for `device`.
+        A `Precision` keeps its name and `auto` flag."""
         dev_type = _device_type(device)
+        auto = False
         if isinstance(precision, Precision):
-            precision = precision.name
+            precision, auto = precision.name, precision.auto
         name = (precision or "auto").strip().lower()
         if name == "auto":
-            name = "fp16" if dev_type == "cuda" else "fp32"
+            name, auto = auto_precision(dev_type), True
         if name not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)} (or auto)")
-        if dev_type != "cuda" and name != "fp32":
-            _log_once(f"force-fp32-{dev_type}-{name}", logging.INFO,
-                      "precision %s asked for on %s: running fp32 (half precision is a CUDA-only fast path)",
-                      name, dev_type)
-            name = "fp32"
-        return Precision(name=name, device=dev_type)
+        if dev_type == "cpu" and name == "fp16" and not cpu_has_native_fp16():
+            _log_once("slow-fp16-cpu", logging.WARNING,
+                      "fp16 asked for on a CPU without native fp16 arithmetic: it runs, but slower than fp32; "
+                      "use bf16 (or auto) for a fast half precision on CPU")
+        return Precision(name=name, device=dev_type, auto=auto)
 
     @property
     def dtype(self):
@@ -93,6 +124,43 @@ class Precision:
     @property
     def is_half(self) -> bool:
         return self.name != "fp32"
+
+    def keeps_fp32(self, module) -> bool:
+        """True when `module` stays float32 under this policy: an "auto" half policy on CPU and a module that
+        marks itself `cpu_auto_fp32` (see the class docstring)."""
+        return self.is_half and self.auto and self.device == "cpu" and bool(getattr(module, "cpu_auto_fp32", False))
+
+
+def auto_precision(device_type: str) -> str:
+    """The "auto" policy for a device type: "fp16" on CUDA, "bf16" on a CPU with native bf16, else "fp32"."""
+    if device_type == "cuda":
+        return "fp16"
+    if device_type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_flags() -> frozenset:
+    """CPU feature flags from /proc/cpuinfo (empty where it does not exist, e.g. macOS / Windows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has bf16 dot-product instructions (x86 AVX512-BF16 or AMX-BF16)."""
+    return any(flag in _cpu_flags() for flag in _NATIVE_BF16_FLAGS)
+
+
+def cpu_has_native_fp16() -> bool:
+    """True when this CPU has fp16 arithmetic instructions (x86 AVX512-FP16 or AMX-FP16)."""
+    return any(flag in _cpu_flags() for flag in ("avx512_fp16", "amx_fp16"))
 
 
 def _device_type(device: Any) -> str:
@@ -104,32 +172,40 @@ def _device_type(device: Any) -> str:
 
 
 def autocast_dtype(device: Any, precision: str):
-    """torch dtype for `precision` on `device` (fp32 whenever the device is not CUDA)."""
+    """torch dtype for `precision` ("fp32" | "fp16" | "bf16") on `device` (the same on every device)."""
     import torch  # noqa: PLC0415
 
-    if _device_type(device) != "cuda":
-        return torch.float32
+    del device  # every device runs every precision (see Precision)
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 def prepare(module, device: Any = "cpu", precision: str | Precision = "fp32", keep_fp32: Sequence[type] = ()):
-    """Ready a network for inference: `eval()`, `requires_grad_(False)`, moved to `device`, cast to the policy.
+    """Ready a network for inference: `eval()`, `requires_grad_(False)`, moved to `device`, cast to the policy
+    (a float32 module under fp32 is left as it is; a half one is cast back to float32). Under a half policy the
+    4-D weights are also made channels_last, the layout half-precision activations run in.
 
     keep_fp32: module classes whose parameters/buffers stay float32 under a half policy (e.g. normalisation
                layers whose statistics overflow in fp16). Their inputs are then cast by the caller or by autocast.
+               Under an "auto" policy on CPU, submodules marked `cpu_auto_fp32` stay float32 too (`Precision`).
     Buffers that are not floating point (e.g. `num_batches_tracked`) are never cast. Returns the same module.
     """
+    import torch  # noqa: PLC0415
+
     policy = Precision.resolve(precision, device)
     dev = resolve_device(device)
     module = module.eval().requires_grad_(False).to(dev)
+    if policy.is_half or any(p.is_floating_point() and p.dtype != torch.float32 for p in module.parameters()):
+        module = module.to(policy.dtype)  # also back to float32 from an earlier half policy
     if policy.is_half:
-        module = module.to(policy.dtype)
-        if keep_fp32:
-            import torch  # noqa: PLC0415
-
-            for sub in module.modules():
-                if isinstance(sub, tuple(keep_fp32)):
-                    sub.to(torch.float32)
+        keep = tuple(keep_fp32)
+        for sub in module.modules():
+            if (keep and isinstance(sub, keep)) or policy.keeps_fp32(sub):
+                sub.to(torch.float32)
+        # half-precision activations run channels_last (oneDNN / tensor-core layout): 4-D conv weights too, once,
+        # instead of a layout copy inside every conv call
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if tensor.ndim == 4 and tensor.dtype in (torch.float16, torch.bfloat16):
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
     return module
 
 
@@ -366,7 +442,10 @@ __all__ = [
     "CudaGraphRunner",
     "PinnedTransfer",
     "Precision",
+    "auto_precision",
     "autocast_dtype",
+    "cpu_has_native_bf16",
+    "cpu_has_native_fp16",
     "maybe_compile",
     "prepare",
     "resolve_device",

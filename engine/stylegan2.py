@@ -8,10 +8,15 @@ beside `g_ema`, not inside it, so the loader sets it.
 
 Noise is always the fixed `noises.noise_*` buffers: the same ws give the same image.
 
-Precision policy: every op runs in the dtype of the module's parameters (`G.half()` / `G.to(torch.bfloat16)`
-on CUDA; float32 on CPU). `ws` are cast to that dtype at the entry. One exception: for float16/bfloat16 the
-demodulation coefficients are computed in float32 (a [N, C_in] x [C_in, C_out] product), because the sum of
-k*k*C_in squared modulated weights can overflow float16 and its 1e-8 epsilon underflows.
+Precision policy: the convolutions run in the dtype of the module's parameters (`G.half()` /
+`G.to(torch.bfloat16)`, on CUDA or CPU; `engine.runtime.Precision` picks it). float32 models compute everything
+in float32, exactly as before half precision was guarded. float16/bfloat16 models follow NVIDIA's fp16
+StyleGAN2 scheme (StyleGAN2-ADA): the latents, the mapping network and the styles stay float32 (`latent_dtype`,
+`latent_avg` too); each modulated conv pre-normalises styles and filters by their max |value| before the half
+conv and computes the demodulation in float32 (`ModulatedConv2d._forward_half`); float16 activations are
+clamped to +-`half_clamp` (256, NVIDIA's conv_clamp; bfloat16 has float32's range and is never clamped); the
+RGB skip image is accumulated in float32 and cast to the model dtype at the end. Measured errors vs float32:
+tests/engine/test_half_precision.py and `python -m engine.bench --errors`.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ from torch import nn
 from engine.ops import Blur, FusedLeakyReLU, Upsample, fused_leaky_relu
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+_TINY = 1e-30  # floor of the pre-normalisation gains (an all-zero style or filter stays zero, no 0/0)
+HALF_CONV_CLAMP = 256.0  # float16 activation clamp (NVIDIA's conv_clamp): keeps every conv sum below 65504
 _CHANNEL_BASE = 16384  # channels = channel_multiplier * 16384 / resolution above 32x32 (rosinality's table)
 
 
@@ -64,9 +71,12 @@ class EqualLinear(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., in_dim] -> [..., out_dim], computed in x's dtype (float32 styles from a half model's
+        parameters; for float32 models the cast is a no-op)."""
+        weight, bias = self.weight.to(x.dtype), self.bias.to(x.dtype)
         if self.activation:
-            return fused_leaky_relu(F.linear(x, self.weight * self.scale), self.bias * self.lr_mul)
-        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+            return fused_leaky_relu(F.linear(x, weight * self.scale), bias * self.lr_mul)
+        return F.linear(x, weight * self.scale, bias * self.lr_mul)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
@@ -102,19 +112,15 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
         self.modulation = EqualLinear(w_dim, in_channels, bias_init=1.0)
+        self._half_cache: tuple | None = None  # see `_half_filter`
 
     def _demodulation_from_styles(self, style: torch.Tensor) -> torch.Tensor:
         """1 / ||modulated filter|| per sample and output channel, [N, out], without building the filters:
-        sum_{i,k} (scale * W[o,i,k] * s[n,i])^2 = scale^2 * (s^2 @ sum_k W^2)[n, o].
-
-        Computed in float32 when the model is float16/bfloat16: the sum of k*k*C_in squares can overflow
-        float16 and its 1e-8 epsilon underflows there."""
-        dtype = style.dtype
-        if dtype in _HALF_DTYPES:
-            style = style.float()
-        w2 = self.weight[0].to(style.dtype).square().sum(dim=(2, 3))      # [out, in]
+        sum_{i,k} (scale * W[o,i,k] * s[n,i])^2 = scale^2 * (s^2 @ sum_k W^2)[n, o]. float32 models only
+        (the half-precision path normalises first, see `_forward_half`)."""
+        w2 = self.weight[0].square().sum(dim=(2, 3))                      # [out, in]
         energy = (style.square() @ w2.t()) * self.scale ** 2              # [N, out]
-        return torch.rsqrt(energy + 1e-8).to(dtype)
+        return torch.rsqrt(energy + 1e-8)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x [N, in, H, W], w [N, w_dim] -> [N, out, H', W'] (H' = 2H with upsampling); channels_last output.
@@ -122,29 +128,91 @@ class ModulatedConv2d(nn.Module):
         N = 1: the style is folded into the filter (rosinality's fused order: modulate, demodulate by the
         filter norm, convolve). N > 1: the same maths with the style applied to the input and the
         demodulation to the output (one shared filter, no grouped conv), which keeps the activations in
-        channels_last layout (2-7x faster convs on CPU than NCHW)."""
+        channels_last layout (2-7x faster convs on CPU than NCHW).
+
+        float16/bfloat16 parameters: see `_forward_half` (w float32 there; the output of a layer without
+        demodulation, i.e. toRGB, is float32)."""
         n, c = x.shape[:2]
         style = self.modulation(w)                                            # [N, in]
+        if self.weight.dtype in _HALF_DTYPES:
+            return self._forward_half(x, style)
         if n == 1:
             weight = self.scale * self.weight[0] * style.reshape(1, c, 1, 1)  # [out, in, k, k]
             if self.demodulate:
-                if weight.dtype in _HALF_DTYPES:
-                    demod = self._demodulation_from_styles(style)[0]
-                else:
-                    demod = torch.rsqrt(weight.square().sum(dim=(1, 2, 3)) + 1e-8)
+                demod = torch.rsqrt(weight.square().sum(dim=(1, 2, 3)) + 1e-8)
                 weight = weight * demod.reshape(self.out_channels, 1, 1, 1)
-            if self.upsample:
-                return self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
-            return F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), padding=self.padding)
+            return self._convolve(x, weight)
         weight = self.scale * self.weight[0]
-        x = x * style.reshape(n, c, 1, 1)
-        if self.upsample:
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-        else:
-            out = F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), padding=self.padding)
+        out = self._convolve(x * style.reshape(n, c, 1, 1), weight, blur=False)
         if self.demodulate:
             out = out * self._demodulation_from_styles(style).reshape(n, self.out_channels, 1, 1)
         return self.blur(out) if self.upsample else out
+
+    def _convolve(self, x: torch.Tensor, weight: torch.Tensor, blur: bool = True) -> torch.Tensor:
+        """x [N, in, H, W] with filters [out, in, k, k]: conv (same padding), or with upsampling a stride-2
+        transposed conv followed by the FIR blur (`blur=False` leaves the blur to the caller)."""
+        if self.upsample:
+            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+            return self.blur(out) if blur else out
+        return F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), padding=self.padding)
+
+    def _forward_half(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """float16/bfloat16 modulated conv guarded against overflow (NVIDIA's StyleGAN2-ADA fp16 scheme).
+
+        x [N, in, H, W] in the half dtype, style [N, in] (float32 when w is). Styles are pre-normalised by their
+        per-sample max |s| and the filters by their per-output-channel max |W| times 1/sqrt(fan_in)
+        (`_half_filter`), so every modulated input stays <= |x| and every filter tap <= 1/sqrt(fan_in): a conv
+        sum is at most |x|max * sqrt(fan_in) (~17e3 for |x| <= 256 at 3x3x512, below float16's 65504). The
+        demodulation coefficients come from the normalised factors in float32 (the normalisation cancels there
+        exactly); a layer without demodulation (toRGB) multiplies the two gains back in float32 and returns
+        float32. The style scales the activations for every N (one shared, cached filter): cheaper than a
+        per-sample filter at the low resolutions, a few percent of the conv at the high ones.
+        """
+        n, c = x.shape[:2]
+        w_n, w_gain, w2 = self._half_filter()
+        style = style.float()
+        s_gain = style.abs().amax(dim=1, keepdim=True).clamp_min(_TINY)       # [N, 1] max_i |s[n, i]|
+        s_n = style / s_gain                                                  # |s_n| <= 1
+        out = self._convolve(x * s_n.to(x.dtype).reshape(n, c, 1, 1), w_n, blur=False)
+        if self.demodulate:
+            demod = torch.rsqrt(s_n.square() @ w2.t() + 1e-8)                 # [N, out]: 1 / filter norm
+            out = out * demod.to(out.dtype).reshape(n, self.out_channels, 1, 1)
+            return self.blur(out) if self.upsample else out
+        out = self.blur(out) if self.upsample else out
+        return out.float() * (s_gain * w_gain).reshape(n, self.out_channels, 1, 1)  # scale*W*s = gains * w_n * s_n
+
+    def _apply(self, fn, *args, **kwargs):
+        self._half_cache = None  # a cast or move replaces the weight: the cached filters go with it
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state["_half_cache"] = None  # copies and pickles rebuild the cache on their first half forward
+        return state
+
+    def _half_filter(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(w_n [out, in, k, k] in the weight dtype, w_gain [out] float32, w2 [out, in] float32) with
+        w_n = scale * W / max|W[o]| (|w_n| <= 1/sqrt(fan_in)), w_gain = max|W[o]|, w2 = sum_k w_n^2 (float32).
+
+        Depends on the weight only: cached until the module is cast or moved, the weight's storage is replaced or
+        modified in place (its version counter: `load_state_dict` copies); never cached while a gradient is
+        recorded through the weight."""
+        weight = self.weight
+        cache = self._half_cache
+        if cache is not None and cache[0].data_ptr() == weight.data_ptr() and cache[1] == weight._version \
+                and cache[0].dtype == weight.dtype and cache[0].device == weight.device:
+            return cache[2]
+        w = weight[0]
+        w_gain = w.abs().amax(dim=(1, 2, 3)).float().clamp_min(_TINY)
+        w_n = w * (self.scale / w_gain).to(w.dtype).reshape(-1, 1, 1, 1)
+        w2 = w_n.float().square().sum(dim=(2, 3))
+        if not self.upsample:
+            w_n = w_n.contiguous(memory_format=torch.channels_last)
+        value = (w_n, w_gain, w2)
+        if not (torch.is_grad_enabled() and weight.requires_grad):
+            # the detached alias keeps the cached storage alive, so its address cannot be reused by another tensor
+            self._half_cache = (weight.detach(), weight._version, value)
+        return value
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -177,7 +245,8 @@ class ConstantInput(nn.Module):
 
 
 class StyledConv(nn.Module):
-    """ModulatedConv2d -> noise -> bias + leaky ReLU (`conv`, `noise`, `activate` submodules)."""
+    """ModulatedConv2d -> noise -> bias + leaky ReLU (`conv`, `noise`, `activate` submodules); in float16 the
+    activation is clamped to +-`half_clamp` (overflow guard, see `HALF_CONV_CLAMP`)."""
 
     def __init__(
         self,
@@ -187,20 +256,29 @@ class StyledConv(nn.Module):
         w_dim: int,                             # dimensionality of w
         upsample: bool = False,                 # 2x upsampling before the conv output
         blur_kernel: Sequence[float] = (1, 3, 3, 1),  # FIR taps
+        half_clamp: float | None = HALF_CONV_CLAMP,  # float16 activation clamp (None: off); never in fp32/bf16
     ):
         super().__init__()
         self.conv = ModulatedConv2d(in_channels, out_channels, kernel_size, w_dim,
                                     upsample=upsample, blur_kernel=blur_kernel)
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channels)
+        self.half_clamp = half_clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         # conv output is a fresh intermediate: noise and activation may update it in place (inference only)
-        return self.activate(self.noise(self.conv(x, w), noise), inplace=True)
+        out = self.activate(self.noise(self.conv(x, w), noise), inplace=True)
+        if out.dtype == torch.float16 and self.half_clamp is not None:
+            c = self.half_clamp
+            return out.clamp_(-c, c) if _no_grad_through(out) else out.clamp(-c, c)
+        return out
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated conv to 3 channels (no demodulation) + `bias` [1, 3, 1, 1] + upsampled skip image."""
+    """1x1 modulated conv to 3 channels (no demodulation) + `bias` [1, 3, 1, 1] + upsampled skip image.
+
+    Half-precision models return (and take the skip image in) float32: the RGB sum over all blocks is
+    accumulated in float32, as in NVIDIA's fp16 synthesis (3 channels: cheap)."""
 
     def __init__(
         self,
@@ -250,6 +328,7 @@ class Generator(nn.Module):
         lr_mlp: float = 0.01,                    # learning-rate multiplier of the mapping layers
         channel_max: int = 512,                  # cap on feature maps per layer (small for test models)
         blur_kernel: Sequence[float] = (1, 3, 3, 1),  # FIR taps for up-sampling
+        half_clamp: float | None = HALF_CONV_CLAMP,    # float16 activation clamp (None: off); fp32/bf16 never clamp
     ):
         super().__init__()
         log2 = int(round(math.log2(resolution))) if resolution > 0 else 0
@@ -261,6 +340,7 @@ class Generator(nn.Module):
         self.n_mapping = int(n_mapping)
         self.channel_multiplier = channel_multiplier
         self.channel_max = int(channel_max)
+        self.half_clamp = half_clamp
         self.num_ws = 2 * log2 - 2
         self.num_layers = 2 * log2 - 3  # styled convs = fixed noise maps
         self.channels = {2 ** i: channels_at(2 ** i, channel_multiplier, channel_max) for i in range(2, log2 + 1)}
@@ -274,7 +354,7 @@ class Generator(nn.Module):
         )
         c4 = self.channels[4]
         self.input = ConstantInput(c4)
-        self.conv1 = StyledConv(c4, c4, 3, w_dim, blur_kernel=blur_kernel)
+        self.conv1 = StyledConv(c4, c4, 3, w_dim, blur_kernel=blur_kernel, half_clamp=half_clamp)
         self.to_rgb1 = ToRGB(c4, w_dim, upsample=False)
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
@@ -285,8 +365,9 @@ class Generator(nn.Module):
         in_ch = c4
         for i in range(3, log2 + 1):
             out_ch = self.channels[2 ** i]
-            self.convs.append(StyledConv(in_ch, out_ch, 3, w_dim, upsample=True, blur_kernel=blur_kernel))
-            self.convs.append(StyledConv(out_ch, out_ch, 3, w_dim, blur_kernel=blur_kernel))
+            self.convs.append(StyledConv(in_ch, out_ch, 3, w_dim, upsample=True, blur_kernel=blur_kernel,
+                                         half_clamp=half_clamp))
+            self.convs.append(StyledConv(out_ch, out_ch, 3, w_dim, blur_kernel=blur_kernel, half_clamp=half_clamp))
             self.to_rgbs.append(ToRGB(out_ch, w_dim, blur_kernel=blur_kernel))
             in_ch = out_ch
         self.register_buffer("latent_avg", torch.zeros(w_dim), persistent=False)
@@ -301,6 +382,21 @@ class Generator(nn.Module):
     def device(self) -> torch.device:
         return self.input.input.device
 
+    @property
+    def latent_dtype(self) -> torch.dtype:
+        """dtype of the latent computations (mapping, styles, RGB accumulation): float32 for a float16/bfloat16
+        model, else the model's dtype."""
+        return torch.float32 if self.dtype in _HALF_DTYPES else self.dtype
+
+    def _apply(self, fn, *args, **kwargs):
+        """Module casts move `latent_avg` with the model but keep it float32 when the model goes half."""
+        avg = self.latent_avg
+        out = super()._apply(fn, *args, **kwargs)
+        moved = self._buffers["latent_avg"]
+        if moved.dtype in _HALF_DTYPES and avg.dtype == torch.float32:
+            self._buffers["latent_avg"] = avg.to(moved.device)
+        return out
+
     def noise_maps(self) -> list[torch.Tensor]:
         """The fixed noise buffers, one per styled conv: [1, 1, r, r]."""
         return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
@@ -308,13 +404,13 @@ class Generator(nn.Module):
     # -- mapping --------------------------------------------------------------------------------------------------
 
     def mapping(self, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
-        """z [N, z_dim] -> w [N, w_dim] in z's dtype (computed in the model's); truncation psi < 1 moves w
-        toward `latent_avg` (psi = 1: unchanged)."""
+        """z [N, z_dim] -> w [N, w_dim] in z's dtype (computed in `latent_dtype`: float32 for a half model);
+        truncation psi < 1 moves w toward `latent_avg` (psi = 1: unchanged)."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(
                 f"z must have shape [N, {self.z_dim}] (N, z_dim of this generator), got {list(z.shape)}"
             )
-        w = self.truncate(self.style(z.to(self.dtype)), truncation)
+        w = self.truncate(self.style(z.to(self.latent_dtype)), truncation)
         return w.to(z.dtype) if z.is_floating_point() else w  # latents stay in the caller's dtype (float32)
 
     def truncate(self, ws: torch.Tensor, psi: float) -> torch.Tensor:
@@ -330,7 +426,7 @@ class Generator(nn.Module):
     def estimate_latent_avg(self, n: int = 4096, seed: int = 0) -> torch.Tensor:
         """Mean of `mapping(z)` over n seeded z ~ N(0, I): [w_dim] (for checkpoints without latent_avg)."""
         z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
-        return self.style(z.to(device=self.device, dtype=self.dtype)).mean(0)
+        return self.style(z.to(device=self.device, dtype=self.latent_dtype)).mean(0)
 
     # -- synthesis ------------------------------------------------------------------------------------------------
 
@@ -345,6 +441,10 @@ class Generator(nn.Module):
     def synthesis(self, ws: torch.Tensor, out_resolution: int | None = None) -> torch.Tensor:
         """ws [N, num_ws, w_dim] -> images [N, 3, r, r] in the module's dtype, fixed noise.
 
+        Half models (float16/bfloat16) take ws and compute the styles in float32, run the convs in their dtype
+        (pre-normalised modulation, float32 demodulation; float16 activations clamped to +-`half_clamp`) and
+        accumulate the RGB skip image in float32, cast to the model dtype at the end.
+
         r = `out_resolution` (a power of two from 4 to `resolution`; None = `resolution`). A smaller r stops the
         synthesis after that block and returns its skip-connection RGB image: the same picture without the finer
         blocks' detail, at a fraction of the cost (the real-time path renders the size it pastes). The w rows of
@@ -354,7 +454,7 @@ class Generator(nn.Module):
         r = self.resolution if out_resolution is None else int(out_resolution)
         if r not in self.channels:
             raise ValueError(f"out_resolution must be a power of two from 4 to {self.resolution}, got {out_resolution}")
-        ws = ws.to(self.dtype)
+        ws = ws.to(self.latent_dtype)
         noise = self.noise_maps()
         x = self.input(ws.shape[0]).contiguous(memory_format=torch.channels_last)  # faster convs, see ModulatedConv2d
         x = self.conv1(x, ws[:, 0], noise[0])
@@ -365,7 +465,7 @@ class Generator(nn.Module):
             x = self.convs[2 * b](x, ws[:, i], noise[i])
             x = self.convs[2 * b + 1](x, ws[:, i + 1], noise[i + 1])
             img = to_rgb(x, ws[:, i + 2], img)
-        return img.contiguous()  # plain NCHW for callers (3 channels: a cheap copy)
+        return img.to(self.dtype).contiguous()  # plain NCHW in the model dtype (3 channels: a cheap copy)
 
     def forward(self, ws: torch.Tensor, out_resolution: int | None = None) -> torch.Tensor:
         """ws [N, num_ws, w_dim] -> images [N, 3, r, r] (see `synthesis`)."""

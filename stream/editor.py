@@ -272,7 +272,8 @@ class Editor:
         n = ws.shape[0]
         ws_edit = ws + torch.einsum("nk,kij->nij", coef, self.deltas)
         ws_edit = torch.where(use[:, None, None] > 0, render, ws_edit)
-        img = self.G(torch.cat([ws, ws_edit]).to(self._dtype(self.G)), out_resolution=self.render_resolution)
+        # ws stay float32: G computes styles in float32 whatever its dtype (engine.stylegan2's half policy)
+        img = self.G(torch.cat([ws, ws_edit]), out_resolution=self.render_resolution)
         out = images_to_u8(img, self.crop_size)
         recon = self.E.pool(img[:n]) if self.restyle else img[:n, :, :1, :1]
         return out[n:], out[:n], recon
