@@ -137,7 +137,7 @@ class ReenactSession(Closeable):
         self.settle = max(0, int(settle))
         self.options = check_live_options(options or ReenactOptions(), self.calibration, _num_ws(backend))
         self.target = find_target(target_photo, self.info.crop_size, target_landmarker, self.config.feather_px)
-        self.tracker = make_tracker(self.config, self.info.crop_size, landmarker_factory)
+        self.tracker = make_tracker(self.config, self.info.crop_size, landmarker_factory, self.info.device_type)
         self.counters = SessionCounters()
         self.errors = ErrorCounter(log)
         self.last_status = st.FrameStatus(st.WAITING)

@@ -77,7 +77,7 @@ class Session(Closeable):
         self.clock = clock
         self.controls = controls or Controls(paste_mode=self.config.paste_mode)
         self.staleness_s = self.config.staleness_for(self.info.device_type) / 1e3
-        self.tracker = make_tracker(self.config, self.info.crop_size, landmarker_factory)
+        self.tracker = make_tracker(self.config, self.info.crop_size, landmarker_factory, self.info.device_type)
         self.counters = SessionCounters()
         self.errors = ErrorCounter(log)
         self.last_status = st.FrameStatus(st.WAITING)
@@ -253,14 +253,16 @@ class Session(Closeable):
             tracker.close()
 
 
-def make_tracker(config: EffectConfig, crop_size: int, landmarker_factory: Callable[[], Any] | None = None):
-    """A per-stream `stream.face.tracking.FaceTracker` aligning at the editor's crop size."""
+def make_tracker(config: EffectConfig, crop_size: int, landmarker_factory: Callable[[], Any] | None = None,
+                 device_type: str = "cpu"):
+    """A per-stream `stream.face.tracking.FaceTracker` aligning at the editor's crop size with the config's aligner
+    for the editor's device (`EffectConfig.aligner_for`)."""
     from stream.face.tracking import FaceTracker  # noqa: PLC0415
 
     landmarker = landmarker_factory() if landmarker_factory is not None else None
     return FaceTracker(max_faces=config.max_faces, align_size=crop_size, min_eye_dist_px=config.min_eye_dist_px,
                        smooth=config.smoothing, landmarker=landmarker, reset_threshold=config.reset_threshold,
-                       aligner=config.aligner)
+                       aligner=config.aligner_for(device_type))
 
 
 def check_frame(frame) -> np.ndarray:

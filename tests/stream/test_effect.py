@@ -257,7 +257,8 @@ def mem_crop(effect, frame, landmarks):
     """The crop the effect's tracker (default aligner, no smoothing) makes of this face."""
     from stream.face.tracking import FaceTracker
 
-    with FaceTracker(landmarker=ReplayLandmarker([landmarks]), align_size=effect.info.crop_size, smooth=False) as t:
+    with FaceTracker(landmarker=ReplayLandmarker([landmarks]), align_size=effect.info.crop_size, smooth=False,
+                     aligner=effect.config.aligner_for(effect.info.device_type)) as t:
         return t.track(frame, 0.0)[0].aligned.crop
 
 

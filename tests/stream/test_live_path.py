@@ -63,10 +63,13 @@ def run_streams(effect, clip, concurrent: bool) -> dict:
     return outputs
 
 
-def test_batched_gives_the_same_pixels_as_one_at_a_time(nets, clip):
-    """Tolerance: batching changes only float rounding in the convolutions, so at most 1 grey level anywhere."""
+@pytest.mark.parametrize("precision,max_levels,mean_levels", [("fp32", 1, 0.01), ("bf16", 8, 0.05)])
+def test_batched_gives_the_same_pixels_as_one_at_a_time(nets, clip, precision, max_levels, mean_levels):
+    """Tolerance: batching changes only rounding in the convolutions (other kernel blockings per batch size): at
+    most 1 grey level anywhere in fp32; in bf16 (the CPU's auto precision for the generator; 8-bit mantissa) at
+    most 8 levels (3 % of the range: the engine's bf16 bound, engine.runtime.Precision) and a mean under 0.05."""
     G, E, deltas = nets
-    config = EffectConfig(device="cpu", gather_ms=200.0, max_batch=8, smoothing=False)
+    config = EffectConfig(device="cpu", gather_ms=200.0, max_batch=8, smoothing=False, precision=precision)
     alone = Effect(config, encoder=E, directions=deltas, batching=False)
     together = Effect(config, encoder=E, directions=deltas, batching=True)
     try:
@@ -79,7 +82,7 @@ def test_batched_gives_the_same_pixels_as_one_at_a_time(nets, clip):
     for name in STREAMS:
         for r, g, frame in zip(ref[name], got[name], clip):
             diff = np.abs(r.astype(int) - g.astype(int))
-            assert diff.max() <= 1 and diff.mean() < 0.01, (name, diff.max(), diff.mean())
+            assert diff.max() <= max_levels and diff.mean() < mean_levels, (name, diff.max(), diff.mean())
             assert np.abs(g.astype(int) - frame.astype(int)).mean() > 0.05  # the face was edited
     # each stream got its own directions: the three streams' outputs differ from each other
     a, b, c = (got[n][-1].astype(int) for n in STREAMS)
