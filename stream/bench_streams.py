@@ -62,7 +62,7 @@ def camera_frames(n: int, size: tuple[int, int], landmarks: str = "mediapipe"):
 
 def run_once(E, deltas, frames: list, streams: int, batched: bool, seconds: float, warmup_s: float,
              device: str, max_batch: int, gather_ms: float, staleness_ms: float | None, serving: dict | None = None,
-             landmarker=None, aligner: str = "dlib68") -> dict:
+             landmarker=None, aligner: str | None = None) -> dict:
     """One configuration: `streams` cameras for `seconds` (after `warmup_s`), batched or one at a time;
     `serving`: EffectConfig serving fields (serve="ray", replicas, ...) or None for the in-process backend;
     `landmarker`: a landmarker factory (None: MediaPipe per frame)."""
@@ -197,7 +197,7 @@ def _result(streams, batched, seconds, start, end, drivers, sessions, bound_ms) 
 
 
 def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, seconds: float = 3.0,
-             landmarker=None, aligner: str = "dlib68") -> dict:
+             landmarker=None, aligner: str | None = None) -> dict:
     """TL-ID / TG-ID / warping error (stream.report) of one camera's live output against the frames it was fed."""
     from stream.controls import Controls  # noqa: PLC0415
     from stream.driver import FrameDriver  # noqa: PLC0415
@@ -228,7 +228,7 @@ def temporal(E, deltas, frames: list, device: str, staleness_ms: float | None, s
 def run(streams: Sequence[int], config: str, seconds: float, warmup_s: float, device: str, max_batch: int,
         gather_ms: float, staleness_ms: float | None, size: tuple[int, int], with_report: bool = True,
         replicas: Sequence[int] | None = None, ray_address: str = "local", cpus_per_replica: float = 1.0,
-        landmarks: str = "mediapipe", aligner: str = "dlib68") -> dict:
+        landmarks: str = "mediapipe", aligner: str | None = None) -> dict:
     """In-process (replicas None): batched and one-at-a-time per stream count. Ray: batched per replica count."""
     import torch  # noqa: PLC0415
 
@@ -255,7 +255,7 @@ def run(streams: Sequence[int], config: str, seconds: float, warmup_s: float, de
               "resolution": G.resolution, "device": dev, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "frame": [size[1], size[0]], "seconds": seconds,
               "warmup_s": warmup_s, "max_batch": max_batch, "gather_ms": gather_ms, "camera_fps": FPS, "landmarks": landmarks,
-              "aligner": aligner, "runs": runs,
+              "aligner": aligner or _default_aligner(dev), "runs": runs,
               "batched_over_single": _ratios(runs), "backend": "local" if replicas is None else "ray"}
     if replicas is not None:
         result.update(replicas=list(replicas), replicas_over_one=_replica_ratios(runs), ray_address=ray_address,
@@ -291,6 +291,12 @@ def _replica_ratios(runs: list) -> dict:
     by = {(r["streams"], r["replicas"]): r["edits_per_s"] for r in runs}
     most = max(r["replicas"] for r in runs)
     return {str(n): round(by[(n, most)] / by[(n, 1)], 2) for n, r in by if r == most and by.get((n, 1))}
+
+
+def _default_aligner(device: str) -> str:
+    from stream.options import EffectConfig  # noqa: PLC0415
+
+    return EffectConfig().aligner_for(device.split(":")[0])
 
 
 def _ratios(runs: list) -> dict:
@@ -353,8 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--landmarks", choices=("mediapipe", "clip"), default="mediapipe",
                    help="mediapipe: detect every frame (the real cost); clip: replay the clip's known landmarks "
                         "(machines without MediaPipe, e.g. the GPU check; $MICROMOTION_FACE_LANDMARKS)")
-    p.add_argument("--aligner", choices=("dlib68", "mediapipe"), default="dlib68",
-                   help="the sessions' crop aligner (default dlib68; --landmarks clip always uses mediapipe)")
+    p.add_argument("--aligner", choices=("dlib68", "mediapipe"), default=None,
+                   help="the sessions' crop aligner (default: the effect's, EffectConfig.aligner_for the device; "
+                        "--landmarks clip always uses mediapipe)")
     p.add_argument("--no-report", action="store_true",
                    help="skip the temporal-consistency measurement of one live camera (stream.report)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
