@@ -54,10 +54,10 @@ def camera_frames(n: int, size: tuple[int, int], landmarks: str = "mediapipe"):
     its own phase; the factory is None (MediaPipe per frame) or replays the clip's known landmarks ("clip")."""
     from stream.clips import clip_with_landmarks, moving_face_clip  # noqa: PLC0415
 
-    face_height = int(size[0] * 0.6)
+    face_height, loop_s = int(size[0] * 0.6), n / FPS   # a seamless loop: no jump restarts the faces' memories
     if landmarks == "clip":
-        return clip_with_landmarks(n, size, face_height)
-    return list(moving_face_clip(n_frames=n, size=size, face_height=face_height)), None
+        return clip_with_landmarks(n, size, face_height, loop_s=loop_s)
+    return list(moving_face_clip(n_frames=n, size=size, face_height=face_height, loop_s=loop_s)), None
 
 
 def run_once(E, deltas, frames: list, streams: int, batched: bool, seconds: float, warmup_s: float,

@@ -30,21 +30,30 @@ def load_face(photo: str | Path | None = None, height: int = 300) -> np.ndarray:
     return cv2.resize(img, (max(1, round(img.shape[1] * s)), height), interpolation=cv2.INTER_AREA)
 
 
-def face_pose(i: int, fps: float = 30.0, amplitude: float = 1.0) -> tuple[float, float, float, float]:
-    """(dx, dy, angle_deg, scale) of frame i: a slow sway (0.25 Hz), nod (0.4 Hz), roll (0.15 Hz), zoom (0.1 Hz)."""
+MOTION_HZ = (0.25, 0.4, 0.15, 0.1)   # sway, nod, roll, zoom
+
+
+def face_pose(i: int, fps: float = 30.0, amplitude: float = 1.0, loop_s: float | None = None
+              ) -> tuple[float, float, float, float]:
+    """(dx, dy, angle_deg, scale) of frame i: a slow sway (0.25 Hz), nod (0.4 Hz), roll (0.15 Hz), zoom (0.1 Hz).
+
+    loop_s: make the motion repeat every `loop_s` seconds (each rate rounded to a whole number of cycles per loop),
+    so a clip of that length can be played in a loop without a jump (a jump would restart every face's memory).
+    """
     t = i / fps
-    return (60.0 * amplitude * math.sin(2 * math.pi * 0.25 * t), 20.0 * amplitude * math.sin(2 * math.pi * 0.4 * t),
-            8.0 * amplitude * math.sin(2 * math.pi * 0.15 * t), 1.0 + 0.05 * amplitude * math.sin(2 * math.pi * 0.1 * t))
+    hz = MOTION_HZ if loop_s is None else tuple(max(1, round(f * loop_s)) / loop_s for f in MOTION_HZ)
+    return (60.0 * amplitude * math.sin(2 * math.pi * hz[0] * t), 20.0 * amplitude * math.sin(2 * math.pi * hz[1] * t),
+            8.0 * amplitude * math.sin(2 * math.pi * hz[2] * t), 1.0 + 0.05 * amplitude * math.sin(2 * math.pi * hz[3] * t))
 
 
 def frame_matrix(i: int, face_shape: tuple[int, int], size: tuple[int, int], fps: float = 30.0,
-                 amplitude: float = 1.0):
+                 amplitude: float = 1.0, loop_s: float | None = None):
     """float64 [2, 3]: where frame i puts the (resized) photo's pixels."""
     import cv2  # noqa: PLC0415
 
     fh, fw = face_shape
     h, w = size
-    dx, dy, angle, scale = face_pose(i, fps, amplitude)
+    dx, dy, angle, scale = face_pose(i, fps, amplitude, loop_s)
     m = cv2.getRotationMatrix2D((fw / 2, fh / 2), angle, scale)
     m[:, 2] += (w / 2 - fw / 2 + dx, h / 2 - fh / 2 + dy)
     return m
@@ -55,7 +64,8 @@ def moving_face_clip(photo: str | Path | None = None,
                      size: tuple[int, int] = (480, 640),  # (H, W) of the frames
                      fps: float = 30.0,
                      amplitude: float = 1.0,            # 0 -> a still face
-                     face_height: int = 300) -> Iterator[np.ndarray]:
+                     face_height: int = 300,
+                     loop_s: float | None = None) -> Iterator[np.ndarray]:  # seamless loop period (see face_pose)
     """Frames of the face moving over a fixed textured background (see `face_pose`)."""
     import cv2  # noqa: PLC0415
 
@@ -65,7 +75,7 @@ def moving_face_clip(photo: str | Path | None = None,
     background = cv2.GaussianBlur(background, (0, 0), 3)
     i = 0
     while n_frames is None or i < n_frames:
-        m = frame_matrix(i, face.shape[:2], size, fps, amplitude)
+        m = frame_matrix(i, face.shape[:2], size, fps, amplitude, loop_s)
         frame = background.copy()
         cv2.warpAffine(face, m, (w, h), dst=frame, borderMode=cv2.BORDER_TRANSPARENT)
         yield frame
@@ -93,11 +103,13 @@ def photo_landmarks(photo: str | Path | None = None, face_height: int = 300) -> 
 
 
 def clip_landmarks(landmarks: np.ndarray, n_frames: int, size: tuple[int, int] = (480, 640), fps: float = 30.0,
-                   amplitude: float = 1.0, face_shape: tuple[int, int] = (300, 300)) -> list[np.ndarray]:
+                   amplitude: float = 1.0, face_shape: tuple[int, int] = (300, 300),
+                   loop_s: float | None = None) -> list[np.ndarray]:
     """Each frame's landmarks (float32 [478, 2]) of `moving_face_clip`: the photo's `landmarks` (at `face_shape`,
     the resized photo's (rows, cols)) moved by the frame's transform."""
     pts = np.concatenate([landmarks, np.ones((len(landmarks), 1))], axis=1)
-    return [(pts @ frame_matrix(i, face_shape, size, fps, amplitude).T).astype(np.float32) for i in range(n_frames)]
+    return [(pts @ frame_matrix(i, face_shape, size, fps, amplitude, loop_s).T).astype(np.float32)
+            for i in range(n_frames)]
 
 
 class ClipLandmarker:
@@ -117,14 +129,15 @@ class ClipLandmarker:
 
 
 def clip_with_landmarks(n_frames: int, size: tuple[int, int] = (480, 640), face_height: int = 300,
-                        amplitude: float = 1.0, photo=None) -> tuple[list, Any]:
+                        amplitude: float = 1.0, photo=None, loop_s: float | None = None) -> tuple[list, Any]:
     """(frames, landmarker_factory): the moving face clip and a factory of `ClipLandmarker`s that replay its
     landmarks (no detection per frame: MediaPipe is needed once, or not at all with $MICROMOTION_FACE_LANDMARKS)."""
-    frames = list(moving_face_clip(photo, n_frames, size, face_height=face_height, amplitude=amplitude))
+    frames = list(moving_face_clip(photo, n_frames, size, face_height=face_height, amplitude=amplitude,
+                                   loop_s=loop_s))
     face_shape = load_face(photo, face_height).shape[:2]
     k = face_height / LANDMARK_HEIGHT   # landmarks are found (or cached) once, at LANDMARK_HEIGHT rows
     photo_lm = (photo_landmarks(photo, LANDMARK_HEIGHT) + 0.5) * k - 0.5
-    marks = clip_landmarks(photo_lm, n_frames, size, amplitude=amplitude, face_shape=face_shape)
+    marks = clip_landmarks(photo_lm, n_frames, size, amplitude=amplitude, face_shape=face_shape, loop_s=loop_s)
     return frames, lambda: ClipLandmarker(frames, marks)
 
 

@@ -16,10 +16,13 @@ MODES = ("live", "paper")
 ALIGNERS = ("dlib68", "mediapipe")     # = stream.face.tracking.ALIGNERS (kept light: no face import here)
 SERVE_CHOICES = ("local", "ray")   # where the editor runs: in this process, or as a Ray Serve deployment
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
-# How old an edit may be and still be re-pasted on the current frame, per device type (ms). Chosen by measurement
-# (README "What a CPU user sees"): a GPU refreshes edits in tens of ms; a CPU takes about a second per edit at
-# full size, so its bound must cover a few refresh periods or every frame would pass through.
-DEFAULT_STALENESS_MS = {"cuda": 500.0, "cpu": 3000.0}
+# How old an edit may be and still be re-pasted on the current frame, per device type (ms). CPU, measured (README
+# "What a CPU user sees"; python -m stream.bench_streams --config full, 2 cores): one camera's full-size edit is
+# 1.7 s old when it arrives and 3.4 s old when the next replaces it, so 4 s keeps one stream's edit on screen
+# (a 3 s bound showed it on 81-85 % of frames); older than that, the expression lags too much to show. CUDA: not
+# measured here (no GPU was lent): an edit pass takes tens of ms there, so 0.5 s covers a few refresh periods even
+# with many streams batched; tools/gpu_check.sh reports max_edit_age_ms to revisit it.
+DEFAULT_STALENESS_MS = {"cuda": 500.0, "cpu": 4000.0}
 
 
 @dataclass
