@@ -20,6 +20,10 @@ limit: the page's check and the server's 413), calibration is shortened on the p
 Start: the stream switches to the target's size and picture, the status line goes calibrating (n/total) -> driving ->
 driver face lost (the camera's blank part) -> driving; the stream is recorded; Recalibrate; back to "edit my face".
 
+directions: 4 Chromium pages stream from one server (the demo editor: a colour per direction), each page on its own
+direction through the one batched editor; each page's picture is sampled (edited minus camera, over the face) and
+the server's batch statistics are read: every page must show its own direction's colour.
+
 siege: 4 Chromium pages stream from one server while a hostile client floods it with offers (1200 m-lines, nested
 JSON, cross-origin, foreign Host, garbage, valid offers that never connect) and a hostile peer floods its data
 channel; every second the server's RSS and peers and each page's fps / latency / frames are sampled.
@@ -664,6 +668,67 @@ def run_siege(args, work: Path, server_args: list[str]) -> dict:
     return report
 
 
+TINT_JS = """() => {
+  // mean (edited - camera) per RGB channel over the centre of the picture (where the face is), both at 320x240
+  const grab = (id) => { const v = document.getElementById(id); const c = document.createElement('canvas');
+    c.width = 320; c.height = 240; const g = c.getContext('2d'); g.drawImage(v, 0, 0, 320, 240);
+    return g.getImageData(100, 50, 120, 140).data; };
+  const a = grab('remote'), b = grab('local'); const d = [0, 0, 0]; const n = a.length / 4;
+  for (let i = 0; i < a.length; i += 4) { d[0] += a[i] - b[i]; d[1] += a[i+1] - b[i+1]; d[2] += a[i+2] - b[i+2]; }
+  return d.map(x => x / n);
+}"""
+
+
+def run_directions(args, work: Path, server_args: list[str]) -> dict:
+    """`args.pages` pages, page k on direction k (one α): their pictures and controls as the server reports them."""
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    from web.loadtest import free_port, start_server
+
+    y4m = work / "face.y4m"
+    write_face_y4m(Path(args.face), y4m)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(port, [*server_args, "--demo", "--max-batch", "8", "--gather-ms", "20"],
+                          work / "server.log")
+    report: dict = {"pages": []}
+    try:
+        with sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(
+                str(work / "chromium-profile"), executable_path=CHROMIUM, headless=True,
+                args=CHROMIUM_FLAGS + [f"--use-file-for-fake-video-capture={y4m}"])
+            try:
+                pages = [ctx.new_page() for _ in range(args.pages)]
+                names = []
+                for k, page in enumerate(pages):
+                    page.goto(url + "/")
+                    page.wait_for_function("() => window.micromotion && window.micromotion.ready", timeout=30000)
+                    names = page.evaluate("window.micromotion.config.directions")
+                    page.click("#start")
+                for page in pages:
+                    page.wait_for_function("() => window.micromotion.framesShown > 0", timeout=120000)
+                for k, page in enumerate(pages):
+                    name = names[k % len(names)]
+                    page.evaluate(f"() => window.micromotion.sendControls({{directions: {{{name!r}: 5.0}}}})")
+                    page.wait_for_function(f"""() => {{ const s = window.micromotion.lastStats;
+                        return s && s.controls.directions[{name!r}] === 5 && s.effect.edited > 3; }}""",
+                                           timeout=60000)
+                time.sleep(2.0)
+                for k, page in enumerate(pages):
+                    tints = [page.evaluate(TINT_JS) for _ in range(5)]
+                    report["pages"].append({"direction": names[k % len(names)],
+                                            "tint_rgb": [sum(t[c] for t in tints) / 5 for c in range(3)],
+                                            "stats": page.evaluate("window.micromotion.lastStats")})
+                report["server"] = json.loads(urllib.request.urlopen(f"{url}/stats", timeout=10).read())
+            finally:
+                ctx.close()
+    finally:
+        _stop(server)
+    return report
+
+
 def _wait_url(url: str, timeout_s: float = 120) -> None:
     import urllib.request
 
@@ -697,7 +762,7 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--alpha", type=float, default=4.0)
-    p.add_argument("--mode", choices=("basic", "states", "reenact", "siege"), default="basic")
+    p.add_argument("--mode", choices=("basic", "states", "reenact", "siege", "directions"), default="basic")
     p.add_argument("--shots", help="states/reenact/siege: save page screenshots (page-*.png) in this folder")
     p.add_argument("--target", help="reenact: the target photo (a face)")
     p.add_argument("--record-seconds", type=float, default=3.0)
@@ -717,6 +782,8 @@ def main() -> int:
                 report = run_states(args, work)
             elif args.mode == "reenact":
                 report = run_reenact(args, work, server_args)
+            elif args.mode == "directions":
+                report = run_directions(args, work, server_args)
             else:
                 report = run_siege(args, work, server_args)
         except Exception as exc:  # report what failed; the test asserts on it

@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from web_netns import netns_missing_reason, run_loopback
@@ -284,3 +285,31 @@ def test_browser_reenact_mode_drives_the_target_photo_and_holds_a_lost_face(tmp_
     # back to the camera's own face: its size, the edit's status line
     assert report["edit_again"]["state"] in ("running", "waiting") and report["error"] is None
     print(f"\nreenact page: switched {report['switched_s']} s after Start, driving after {report['driving_s']} s")
+
+
+@pytest.mark.browser
+def test_four_pages_on_four_directions_each_get_their_own_edit(tmp_path, faces_dir):
+    """Issue 9: 4 real Chromium pages, each on a different direction, through the server's ONE batched editor (the
+    demo editor: a colour per direction, so a page showing another page's edit would show the wrong colour). Each
+    page's picture moves towards its own direction's colour; the editor ran passes with faces of several pages."""
+    report = run_probe(tmp_path, faces_dir / "01.jpg", ["--device", "cpu"], timeout=300,
+                       probe_args=("--mode", "directions", "--pages", "4"))
+    from stream.demo import DEMO_DIRECTIONS, TintEditor
+
+    editor = TintEditor()
+    pages = report["pages"]
+    assert [p["direction"] for p in pages] == list(DEMO_DIRECTIONS[:4])
+    for k, page in enumerate(pages):
+        got = np.array(page["tint_rgb"])                   # edited minus camera over the face, RGB
+        others = []                                         # each direction's colour, centred, RGB
+        for j in range(len(pages)):
+            c = np.zeros(len(DEMO_DIRECTIONS), np.float32)
+            c[j] = 5.0
+            others.append(np.array(editor.tint_colour(c)[0][::-1]) - 128.0)
+        cos = [float(got @ o / (np.linalg.norm(got) * np.linalg.norm(o) + 1e-9)) for o in others]
+        assert int(np.argmax(cos)) == k, (page["direction"], got.round(1).tolist(), [round(c, 2) for c in cos])
+        assert page["stats"]["controls"]["directions"] == {page["direction"]: 5.0}
+        assert page["stats"]["errors"] == 0
+    editor_stats = report["server"]["editor"]
+    print(f"\n4 pages, 4 directions: mean batch {editor_stats['mean_batch']:.2f}, passes {editor_stats['batches']}")
+    assert editor_stats["mean_batch"] > 1.0            # faces of several pages shared passes
