@@ -197,6 +197,7 @@ def cluster():
 
 def ray_effect(nets, app: str, replicas: int, landmarks=None, **options) -> Effect:
     G, E, deltas = nets
+    options.setdefault("precision", "fp32")   # the pixel comparisons' tolerance is fp32's (CPU auto is bf16)
     config = EffectConfig(device="cpu", smoothing=False, serve="ray", ray_address="local", ray_app=app,
                           replicas=replicas, cpus_per_replica=1.0, **options)
     factory = None if landmarks is None else (lambda: ReplayLandmarker(landmarks))
@@ -253,7 +254,8 @@ def test_cluster_same_pixels_as_in_process_with_memory_crossing_replicas(cluster
     grey level anywhere and mean < 0.01 (batching and the replicas' thread count change float rounding only); the
     memory each face needs is carried, so a face's frames may switch replicas freely."""
     G, E, deltas = nets
-    alone = Effect(EffectConfig(device="cpu", smoothing=False), encoder=copy.deepcopy(E), directions=deltas)
+    alone = Effect(EffectConfig(device="cpu", smoothing=False, precision="fp32"), encoder=copy.deepcopy(E),
+                   directions=deltas)
     reference = play(alone, clip, concurrent=False)
     effect = ray_effect(nets, "mm-pixels", replicas=2, gather_ms=100.0)
     try:

@@ -148,7 +148,7 @@ def test_reenact_tab_keeps_the_drivers_frames_rate_and_audio_and_saves_the_optio
     moved = [int(np.abs(f.astype(int) - frames[0].astype(int)).max()) for f in frames]
     assert max(moved) > 10, moved                       # the target moves with the driver (beyond codec noise)
     held = [int(np.abs(frames[i].astype(int) - frames[FACELESS[0] - 1].astype(int)).max()) for i in FACELESS]
-    assert max(held) <= 3, held                         # no driver face: the last pose is held
+    assert max(held) <= 6, held                         # no driver face: the last pose is held (H.264 noise only)
 
     meta = reenact_job.read_metadata(path)
     assert meta["options"] == ReenactOptions(rank=2, beta=BETA).to_dict()
@@ -156,7 +156,8 @@ def test_reenact_tab_keeps_the_drivers_frames_rate_and_audio_and_saves_the_optio
     assert meta["reference_frame"] == 0 and meta["frames"] == N_FRAMES and meta["held_frames"] == len(FACELESS)
     assert meta["paste_mode"] == "residual" and meta["door"] == "gradio"
     assert (meta["driver"], meta["target"]) == ("driver.mp4", "mona.jpg")
-    assert meta["networks"] == "the effect's" and meta["precision"] == "fp32" and meta["device"] == "cpu"
+    assert meta["networks"] == "the effect's" and meta["device"] == "cpu"
+    assert meta["precision"] == effect.editor.precision.name    # the live networks' own (CPU auto: bf16 G)
     assert summary["held_frame_indices"] == list(FACELESS) and summary["frames_written"] == N_FRAMES
     assert {k: summary[k] for k in meta} == meta                            # the JSON beside the output
     sidecar = [Path(d["path"]) for d in downloads if d["path"].endswith(".json")]
