@@ -41,7 +41,7 @@ class UploadRefused(ValueError):
 class Limits:
     """What an image or a video may declare. None = no limit on that quantity.
 
-    The defaults suit files given on a command line; `web.gradio_app.Limits` narrows them for uploads.
+    The defaults suit files given on a command line; `web.gradio_uploads.Limits` narrows them for uploads.
     """
 
     max_bytes: Optional[int] = None            # file size in bytes

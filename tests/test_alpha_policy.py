@@ -90,7 +90,7 @@ def test_every_door_has_the_same_alpha_bound(door, tmp_path, capsys, home):
 
 
 def test_gradio_controls_have_the_same_alpha_bound(demo_effect):
-    from web.gradio_app import make_controls
+    from web.gradio_edit import make_controls
 
     for alpha in ACCEPTED:
         assert make_controls(demo_effect, "smile", alpha).directions == {"smile": alpha}

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from stream.effect import Effect
     from stream.options import config_from_args
-    from web.gradio_app import Limits, build_app
+    from web.gradio_app import build_app
+    from web.gradio_uploads import Limits
 
     try:
         effect = Effect.open(config_from_args(args), batching=True)

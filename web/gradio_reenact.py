@@ -9,7 +9,7 @@
 The clip job is `stream.reenact_job.run_job` (the CLI's: driver frame count, rate and audio kept, the options and
 the fit saved in the video's comment tag and in OUT.json); the live path is `stream.reenact_live.ReenactSession`
 behind the one latest-frame `stream.driver.FrameDriver`. This module only checks raw payloads, bounds the work
-(`web.gradio_app.Limits`) and keeps server paths out of what it saves and says.
+(`web.gradio_uploads.Limits`) and keeps server paths out of what it saves and says.
 
 Two kinds of "no": a payload no door accepts (a bad upload, an option out of range) is a ValueError -- the app
 refuses it in one line; what the work itself finds (networks missing, no face in the target photo, no face in any
@@ -64,7 +64,7 @@ def reenact_options(rank, layers, beta, reference, smoothing, method):
     """
     from directions.reenact import ReenactOptions, parse_layers
     from stream.controls import finite
-    from web.gradio_app import whole_number
+    from web.gradio_uploads import whole_number
 
     if method not in METHODS:
         raise ValueError(f"method {method!r} is unknown; use one of {', '.join(METHODS)}")
@@ -86,7 +86,7 @@ def reenact_options(rank, layers, beta, reference, smoothing, method):
 def reference_frame(value) -> int | None:
     """The reference frame from a raw payload: None / "" (blank) → None (the first frame with a face); a whole
     number >= 0, as a number or as the text of one (the field is a text box: blank must stay possible)."""
-    from web.gradio_app import whole_number
+    from web.gradio_uploads import whole_number
 
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -252,7 +252,7 @@ def reenact_clip(networks: ReenactNetworks, driver, target, options, paste_mode:
 
     from directions.reenact import resolve_layers
     from stream.reenact_job import run_job
-    from web.gradio_app import Limits, UploadRefused, check_image_upload, check_video_upload, fit_within, upload_name
+    from web.gradio_uploads import Limits, UploadRefused, check_image_upload, check_video_upload, fit_within, upload_name
 
     limits = limits or Limits()
     report = progress or (lambda fraction, text: None)
@@ -320,9 +320,9 @@ class ReenactWebcam:
                  paste_mode: str = "residual",             # residual | replace
                  calibration: int = 40,                    # driver latents the motion is learned from
                  calibration_s: float = 4.0,               # ... spread over at least this many seconds
-                 limits=None):                             # web.gradio_app.Limits (the target's working size)
+                 limits=None):                             # web.gradio_uploads.Limits (the target's working size)
         from stream.driver import FrameDriver
-        from web.gradio_app import Limits, check_image_upload, fit_within, upload_name
+        from web.gradio_uploads import Limits, check_image_upload, fit_within, upload_name
 
         self.effect = effect
         self.key = live_key(target, paste_mode, calibration, calibration_s)
@@ -390,6 +390,6 @@ class ReenactWebcam:
 
 def live_key(target, paste_mode, calibration, calibration_s) -> tuple:
     """What a live session is built for: a change of any of these builds a new one."""
-    from web.gradio_app import _upload_path
+    from web.gradio_uploads import upload_path
 
-    return (str(_upload_path(target)), paste_mode, calibration, calibration_s)
+    return (str(upload_path(target)), paste_mode, calibration, calibration_s)

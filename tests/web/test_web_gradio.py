@@ -83,7 +83,7 @@ def face_clip(tmp_path_factory, faces_dir) -> Path:
 
 
 def test_edit_clip_keeps_frames_rate_and_audio(tiny_effect, face_clip, tmp_path):
-    from web.gradio_app import edit_clip, make_controls
+    from web.gradio_edit import edit_clip, make_controls
 
     src = probe(face_clip)
     assert src == {**src, "frames": N_FRAMES, "audio": True} and abs(src["fps"] - FPS) < 1e-6
@@ -108,7 +108,7 @@ def test_edit_clip_keeps_frames_rate_and_audio(tiny_effect, face_clip, tmp_path)
 
 
 def test_photo_micromotion_frames_follow_t(tiny_effect, faces_dir, tmp_path):
-    from web.gradio_app import render_image
+    from web.gradio_edit import render_image
 
     photo = tmp_path / "face.png"
     import cv2
@@ -126,7 +126,7 @@ def test_photo_micromotion_frames_follow_t(tiny_effect, faces_dir, tmp_path):
 
 
 def test_uploads_refused_with_a_message(tmp_path, faces_dir, face_clip):
-    from web.gradio_app import Limits, UploadRefused, check_image_upload, check_video_upload
+    from web.gradio_uploads import Limits, UploadRefused, check_image_upload, check_video_upload
 
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video\n" * 50)
@@ -179,7 +179,7 @@ def test_upload_bombs_refused_from_their_headers_before_decoding(upload_bombs, k
     from hostile_media import peak_rss_growth
 
     setup = ("import av, cv2, numpy, PIL.Image\n"
-             "from web.gradio_app import Limits, check_image_upload, check_video_upload\n"
+             "from web.gradio_uploads import Limits, check_image_upload, check_video_upload\n"
              f"p = {str(upload_bombs[kind])!r}")
     got = peak_rss_growth(setup, call)
     assert got["outcome"].startswith(f"UploadRefused: {refusal}"), got
@@ -189,7 +189,7 @@ def test_upload_bombs_refused_from_their_headers_before_decoding(upload_bombs, k
 def test_webcam_session_edits_rgb_frames(tiny_effect, faces_dir):
     import cv2
 
-    from web.gradio_app import WebcamSession
+    from web.gradio_edit import WebcamSession
 
     rgb = cv2.resize(cv2.imread(str(faces_dir / "01.jpg")), (320, 240))[..., ::-1].copy()
     session = WebcamSession(tiny_effect)
@@ -259,7 +259,8 @@ def test_alpha_slider_follows_the_chosen_direction(tmp_path):
     from directions.files import Direction, load, save
     from stream.effect import Effect, EffectConfig
     from tiny_weights import build_tiny_nets
-    from web.gradio_app import alpha_slider_for, build_app
+    from web.gradio_app import build_app
+    from web.gradio_edit import alpha_slider_for
 
     G, E, _ = build_tiny_nets()
     metas = {"a_official": {"method": "official", "alpha_range": [0.0, 10.0], "alpha_default": 5.0},

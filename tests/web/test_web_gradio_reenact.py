@@ -177,7 +177,7 @@ def test_progress_moves_through_every_stage_and_a_large_target_is_edited_bounded
     import cv2
 
     from directions.reenact import ReenactOptions
-    from web.gradio_app import Limits
+    from web.gradio_uploads import Limits
     from web.gradio_reenact import ReenactNetworks, reenact_clip
     from web.gradio_status import reenact_lines
 
@@ -223,7 +223,8 @@ def test_what_the_work_finds_is_said_beside_the_output(api, media):
 
 
 def test_bad_payloads_are_refused_in_one_line_before_any_work(api, effect, media):
-    from web.gradio_app import UploadRefused, build_app, check_image_upload, check_video_upload, Limits
+    from web.gradio_app import build_app
+    from web.gradio_uploads import Limits, UploadRefused, check_image_upload, check_video_upload
 
     d, face, clip = media["dir"], media["target"], media["driver"]
     expected = {
@@ -407,7 +408,7 @@ def test_a_clip_reenactment_and_a_live_edit_share_the_effect(effect, media, tmp_
     import cv2
 
     from directions.reenact import ReenactOptions
-    from web.gradio_app import WebcamSession
+    from web.gradio_edit import WebcamSession
     from web.gradio_reenact import ReenactNetworks, reenact_clip
 
     webcam = WebcamSession(effect)

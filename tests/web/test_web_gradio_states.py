@@ -55,7 +55,7 @@ class Api:
         raise AssertionError(f"/{name} accepted {inputs!r}")
 
     def close(self) -> None:
-        from web.gradio_app import WebcamSession
+        from web.gradio_edit import WebcamSession
         from web.gradio_reenact import ReenactWebcam
 
         for value in list(self.state.state_data.values()):
@@ -150,7 +150,7 @@ def test_no_face_in_view_is_said_beside_photo_and_clip_outputs(api, media):
 def test_face_too_small_is_said(media):
     from stream.effect import Effect, EffectConfig
     from tiny_weights import build_tiny_nets
-    from web.gradio_app import render_image
+    from web.gradio_edit import render_image
 
     _, E, deltas = build_tiny_nets()
     far = Effect(EffectConfig(device="cpu", min_eye_dist_px=400), encoder=E, directions=deltas)
@@ -162,7 +162,7 @@ def test_face_too_small_is_said(media):
 
 
 def test_bad_uploads_get_the_projects_message_without_temporary_paths(api, media, faces_dir):
-    from web.gradio_app import UploadRefused, check_image_upload, check_video_upload
+    from web.gradio_uploads import UploadRefused, check_image_upload, check_video_upload
 
     d = media["dir"]
     (d / "notes.jpg").write_text("not a photo at all\n" * 20)
@@ -208,7 +208,8 @@ def test_a_large_photo_is_edited_at_a_bounded_size_with_progress(effect, faces_d
     import cv2
     from PIL import Image
 
-    from web.gradio_app import Limits, render_image
+    from web.gradio_edit import render_image
+    from web.gradio_uploads import Limits
 
     big = tmp_path / "big.jpg"
     cv2.imwrite(str(big), cv2.resize(cv2.imread(str(faces_dir / "01.jpg")), (3142, 3820)))
@@ -369,7 +370,7 @@ def test_lost_frames_of_a_damaged_clip_are_said_beside_it(api, media):
 def test_webcam_status_line_says_the_live_state_and_the_edits_age(effect, faces_dir):
     import cv2
 
-    from web.gradio_app import WebcamSession
+    from web.gradio_edit import WebcamSession
 
     rgb = cv2.resize(cv2.imread(str(faces_dir / "01.jpg")), (320, 240))[..., ::-1].copy()
     session = WebcamSession(effect)
