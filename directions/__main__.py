@@ -310,7 +310,7 @@ def _reenact_camera(args, options) -> int:
     from stream.editor import Editor  # noqa: PLC0415
     from stream.effect import Effect  # noqa: PLC0415
     from stream.options import EffectConfig  # noqa: PLC0415
-    from stream.reenact_live import check_live_options, check_paste_mode  # noqa: PLC0415
+    from stream.reenact_calibration import check_live_options, check_paste_mode  # noqa: PLC0415
     from stream.sources import WebcamSource  # noqa: PLC0415
 
     check_paste_mode(args.paste_mode)

@@ -39,7 +39,7 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -50,30 +50,16 @@ from stream.closing import Closeable
 from stream.editor import FaceJob
 from stream.errors import ErrorCounter
 from stream.options import EffectConfig
+from stream.reenact_calibration import (CALIBRATION, CALIBRATION_S, CalibrationWindow, check_live_options,
+                                        check_paste_mode, fit_fields)
+from stream.reenact_target import find_target
 from stream.session import Output, check_frame, make_tracker
 from stream.stats import SessionCounters
 
 log = logging.getLogger(__name__)
 
-LIVE_PASTE_MODES = ("residual", "replace")
-CALIBRATION = 40           # driver latents the motion model is learned from
-CALIBRATION_S = 4.0        # ... collected over at least this many seconds (the user moves meanwhile)
 TARGET_STEPS = 5           # editor passes (ReStyle steps) inverting the target photo (the paper's 5 iterations)
 SETTLE = 3                 # driver latents skipped after its memory restarts from the average latent
-
-
-@dataclass
-class LiveTarget:
-    """The target photo, its face and what the editor made of it."""
-
-    photo: np.ndarray             # uint8 [H, W, 3] BGR: every output frame has this size
-    aligned: Any                  # stream.face.align.AlignedFace at the editor's crop size
-    mask: np.ndarray              # float32 [s, s] in [0, 1]: the feathered paste mask
-    memory: Any = None            # the editor's memory of the target (its ReStyle steps)
-    steps: int = 0                # editor passes done on it
-    ws: np.ndarray | None = None  # float32 [num_ws, w_dim]: V_target after the last pass
-    base: np.ndarray | None = None  # uint8 [S, S, 3] BGR: G(V_target), the residual paste's base
-    ready: bool = False           # inverted: V_target and G(V_target) are final
 
 
 @dataclass
@@ -146,10 +132,8 @@ class ReenactSession(Closeable):
         self.fit_seconds: float | None = None
         self.held_frames = 0                  # output frames whose driver face was lost after calibration
         self._coef = np.zeros(len(self.info.direction_names), np.float32)
-        self._calib: list = []                # driver latents float32 [num_ws, w_dim] (calibration window)
-        self._calib_t: float | None = None    # capture time of the newest calibration latent
+        self._window = CalibrationWindow(self.calibration, self.calibration_s, name=f"reenact-fit-{self.id}")
         self._epoch = 0                       # bumped by a recalibration: renders of older passes are dropped
-        self._fitting: Future | None = None
         self._inflight: _Pass | None = None
         self._next: tuple | None = None       # (render_ws float32 [num_ws, w_dim], t_pose) to render next
         self._newest: tuple | None = None     # (w float32 [num_ws, w_dim], t_capture) the newest settled latent
@@ -322,7 +306,7 @@ class ReenactSession(Closeable):
         self._newest = (e.ws, job.t_capture)
         if self.reenactor is not None:
             self._next = (self.reenactor.step(self._as_tensor(e.ws)).numpy(), job.t_capture)
-        elif self._fitting is None and len(self._calib) < self.calibration:
+        elif self._window.fitting is None and not self._window.full:
             self._add_calibration(e.ws, job.t_capture)
 
     def _show(self, crop: np.ndarray, t_pose: float) -> None:
@@ -338,55 +322,29 @@ class ReenactSession(Closeable):
 
     # ------------------------------------------------------------------ calibration and fit
     def _add_calibration(self, w: np.ndarray, t: float) -> None:
-        spacing = self.calibration_s / max(1, self.calibration - 1)
-        if self._calib_t is not None and t - self._calib_t < spacing:
-            return
-        self._calib.append(w)
-        self._calib_t = t
-        self._maybe_fit()
+        if self._window.add(w, t):
+            self._maybe_fit()
 
     def _maybe_fit(self) -> None:
-        if self._fitting is not None or self.reenactor is not None:
+        if self._window.fitting is not None or self.reenactor is not None:
             return
-        if len(self._calib) < self.calibration or not self.target.ready:
+        if not self._window.full or not self.target.ready:
             return
         self._start_fit(self.options)
 
     def _start_fit(self, options) -> None:
-        """fit_driver on the calibration latents in a background thread (RPCA takes seconds on a CPU)."""
-        from directions.reenact import fit_driver  # noqa: PLC0415
-
-        import torch  # noqa: PLC0415
-
-        latents = torch.from_numpy(np.stack(self._calib)).float()
-        future: Future = Future()
-
-        def work():
-            t0 = time.perf_counter()
-            try:
-                fit = fit_driver(latents, options)
-            except BaseException as exc:  # noqa: BLE001 -- reported through the future
-                future.set_exception(exc)
-                return
-            future.set_result((fit, options, time.perf_counter() - t0))
-
-        self._fitting, self._fit_error = future, None
-        threading.Thread(target=work, name=f"reenact-fit-{self.id}", daemon=True).start()
+        """fit_driver on the calibration latents in a background thread (`CalibrationWindow.start_fit`)."""
+        self._window.start_fit(options)
+        self._fit_error = None
 
     def _poll_fit(self, block: bool) -> None:
-        future = self._fitting
-        if future is None or (not block and not future.done()):
-            return
-        self._fitting = None
         try:
-            fit, options, seconds = future.result()
+            done = self._window.poll(block, self.options)  # a fit of older options is started again with these
         except Exception as exc:  # noqa: BLE001 -- a fit that fails (bad options) is shown, the stream goes on
             self._fit_error = self.errors.count(exc, where="calibration")
             return
-        if _fit_fields(options) != _fit_fields(self.options):  # changed while fitting: fit again with them
-            self._start_fit(self.options)
-            return
-        self._use_fit(fit, seconds)
+        if done is not None:
+            self._use_fit(*done)
 
     def _use_fit(self, fit, seconds: float | None) -> None:
         self.fit, self.fit_seconds = fit, seconds
@@ -403,15 +361,16 @@ class ReenactSession(Closeable):
             reset, self._recalibrate = self._recalibrate, False
         if reset:
             self._epoch += 1
-            self._calib, self._calib_t, self._fitting, self._fit_error = [], None, None, None
+            self._window.reset()
+            self._fit_error = None
             self.fit = self.reenactor = None
             self._next = self._shown = None
             self._lost = self._hold_due = False
         if options is None or options == self.options:
             return
-        refit = _fit_fields(options) != _fit_fields(self.options)   # σ too: the reference window follows it
+        refit = fit_fields(options) != fit_fields(self.options)   # σ too: the reference window follows it
         self.options = options
-        if self._fitting is not None:
+        if self._window.fitting is not None:
             return  # the fit running now is redone with these options when it ends (_poll_fit)
         if self.fit is None:
             self._maybe_fit()
@@ -425,11 +384,11 @@ class ReenactSession(Closeable):
     def _status(self, face) -> st.FrameStatus:
         faces = int(face is not None)
         if self.reenactor is None:
-            if self._fit_error is not None and self._fitting is None:
+            if self._fit_error is not None and self._window.fitting is None:
                 return st.FrameStatus(st.ERROR, faces=faces, message=st.describe(st.ERROR, error=self._fit_error))
             if face is None:
                 return self._no_face()
-            progress = (len(self._calib), self.calibration)
+            progress = (len(self._window.latents), self.calibration)
             return st.FrameStatus(st.CALIBRATING, faces=faces, message=st.describe(st.CALIBRATING, progress=progress))
         shown = self._shown
         age = None if shown is None else (self.clock() - shown.t_pose) * 1e3
@@ -474,7 +433,7 @@ class ReenactSession(Closeable):
         r = None if self.reenactor is None else self.reenactor.state.to_dict()
         return {**self.counters.as_dict(), "faces": len(self.tracker.tracks) if self.tracker is not None else 0,
                 **self.errors.as_dict(), "state": self.last_status.state, "message": self.last_status.message,
-                "reenact": {"phase": self.phase, "calibration": [len(self._calib), self.calibration],
+                "reenact": {"phase": self.phase, "calibration": [len(self._window.latents), self.calibration],
                             "target_steps": self.target.steps, "target_ready": self.target.ready,
                             "held_frames": self.held_frames, "fit_seconds": self.fit_seconds,
                             "options": self.options.to_dict(), "paste_mode": self.paste_mode, "reenactor": r}}
@@ -502,63 +461,6 @@ DEMO_NOTICE = ("Demo effect: reenactment needs the StyleGAN networks; the target
 # helpers
 
 
-def _fit_fields(options) -> dict:
-    """The options the motion model depends on (everything but β)."""
-    return {k: v for k, v in options.to_dict().items() if k != "beta"}
-
-
 def _num_ws(backend) -> int | None:
     """The generator's num_ws when the backend holds the editor in this process (else checked at the fit)."""
     return getattr(getattr(backend, "editor", None), "num_ws", None)
-
-
-def check_paste_mode(mode: str) -> str:
-    if mode not in LIVE_PASTE_MODES:
-        raise ValueError(f"live reenactment pastes with {' or '.join(LIVE_PASTE_MODES)}, not {mode!r}; "
-                         f"pick one of them (the clip door also writes the generated face with 'none')")
-    return mode
-
-
-def check_live_options(options, calibration: int, num_ws: int | None):
-    """The options, checked against the calibration window (and the generator's W+ layers when known)."""
-    from directions.reenact import ReenactOptions, resolve_layers  # noqa: PLC0415
-
-    if not isinstance(options, ReenactOptions):
-        raise ValueError(f"options must be directions.reenact.ReenactOptions, got {type(options).__name__}")
-    if calibration < 2:
-        raise ValueError(f"calibration must be >= 2 driver latents, got {calibration}")
-    if options.method != "none" and options.rank > calibration - 1:
-        raise ValueError(f"rank {options.rank} needs more than {calibration} calibration latents; pass a rank of at "
-                         f"most {calibration - 1} or a longer calibration")
-    if options.reference is not None and options.reference >= calibration:
-        raise ValueError(f"reference {options.reference} is past the calibration window (latents 0 to "
-                         f"{calibration - 1}); pass a smaller --reference or a longer calibration")
-    if num_ws is not None:
-        resolve_layers(options.layers, num_ws)
-    return options
-
-
-def find_target(photo: np.ndarray, crop_size: int, landmarker=None, feather_px: float | None = None,
-                name: str = "the target photo") -> LiveTarget:
-    """The largest face of the photo (still-image landmarks), aligned at `crop_size`, with its paste mask."""
-    from stream.face.align import align_face  # noqa: PLC0415
-    from stream.face.paste import MASK_WORK_SIZE, face_mask  # noqa: PLC0415
-    from stream.face.tracking import face_size  # noqa: PLC0415
-
-    photo = check_frame(photo)
-    own = landmarker is None
-    if own:
-        from stream.face.landmarks import FaceMeshLandmarker  # noqa: PLC0415
-
-        landmarker = FaceMeshLandmarker(max_faces=4, video_mode=False)
-    try:
-        faces = landmarker.detect(photo)
-    finally:
-        if own:
-            landmarker.close()
-    if not faces:
-        raise ValueError(f"no face found in {name}; use a photo where one face is visible and reasonably large")
-    aligned = align_face(photo, max(faces, key=face_size), size=crop_size)
-    size = min(aligned.size, MASK_WORK_SIZE)
-    mask = face_mask(aligned, size, feather_px=None if feather_px is None else feather_px * size / aligned.size)
-    return LiveTarget(photo=np.ascontiguousarray(photo), aligned=aligned, mask=mask)

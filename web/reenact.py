@@ -100,11 +100,11 @@ def load_target(data: bytes, name: str, limits, crop_size: int, side: int = TARG
 
     limits: `web.guard.Limits` (the header is checked against its `max_target_*` before anything is decoded).
     `stream.probe.UploadRefused` (a ValueError, one line) for what is not a photo or is too large; ValueError for a
-    photo without a face (`stream.reenact_live.find_target`'s line)."""
+    photo without a face (`stream.reenact_target.find_target`'s line)."""
     import tempfile  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from stream.reenact_live import find_target  # noqa: PLC0415
+    from stream.reenact_target import find_target  # noqa: PLC0415
     from stream.sources import read_image  # noqa: PLC0415
 
     name = clean_name(name)
@@ -169,14 +169,14 @@ class ReenactSettings:
     """What a peer's reenactment is built with: the motion options, the paste and the calibration window."""
 
     options: Any                                  # directions.reenact.ReenactOptions
-    paste_mode: str = "residual"                  # residual | replace (stream.reenact_live.LIVE_PASTE_MODES)
+    paste_mode: str = "residual"                  # residual | replace (stream.reenact_calibration.LIVE_PASTE_MODES)
     calibration: int = 40                         # driver latents the motion is learned from
     calibration_s: float = 4.0                    # ... over at least this many seconds
 
     @classmethod
     def default(cls) -> "ReenactSettings":
         from directions.reenact import ReenactOptions  # noqa: PLC0415
-        from stream.reenact_live import CALIBRATION, CALIBRATION_S  # noqa: PLC0415
+        from stream.reenact_calibration import CALIBRATION, CALIBRATION_S  # noqa: PLC0415
 
         return cls(ReenactOptions(), "residual", CALIBRATION, CALIBRATION_S)
 
@@ -184,7 +184,7 @@ class ReenactSettings:
         """These settings with a message's fields ("options" {...}, "paste_mode", "calibration", "calibration_s";
         fields left out keep their values), checked: ValueError (one line) for anything refused."""
         from directions.reenact import ReenactOptions  # noqa: PLC0415
-        from stream.reenact_live import check_live_options, check_paste_mode  # noqa: PLC0415
+        from stream.reenact_calibration import check_live_options, check_paste_mode  # noqa: PLC0415
 
         options = data.get("options", {})
         if not isinstance(options, Mapping):

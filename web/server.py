@@ -157,7 +157,8 @@ class WebServer:
         """The reenactment mode's options, defaults and bounds (GET /config "reenact"). Without networks the
         defaults and methods are left out: they live with the motion model (torch), which such a server never
         loads for /config -- its page greys the options and streams the target as it is."""
-        from stream.reenact_live import CALIBRATION, CALIBRATION_S, DEMO_NOTICE, LIVE_PASTE_MODES  # noqa: PLC0415
+        from stream.reenact_calibration import CALIBRATION, CALIBRATION_S, LIVE_PASTE_MODES  # noqa: PLC0415
+        from stream.reenact_live import DEMO_NOTICE  # noqa: PLC0415
 
         info, limits = self.effect.info, self.config.limits
         available = bool(info.available) and info.state != "demo"

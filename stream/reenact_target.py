@@ -1,0 +1,55 @@
+"""The target of a live reenactment: the photo whose face a camera drives, its face found and aligned once.
+
+    target = find_target(photo, crop_size, landmarker=None, feather_px=None)   # LiveTarget (ValueError: no face)
+
+`stream.reenact_live.ReenactSession` then inverts the aligned crop with the editor (a few ReStyle steps) and pastes
+every render into `target.photo` with `target.mask`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stream.session import check_frame
+
+
+@dataclass
+class LiveTarget:
+    """The target photo, its face and what the editor made of it."""
+
+    photo: np.ndarray             # uint8 [H, W, 3] BGR: every output frame has this size
+    aligned: Any                  # stream.face.align.AlignedFace at the editor's crop size
+    mask: np.ndarray              # float32 [s, s] in [0, 1]: the feathered paste mask
+    memory: Any = None            # the editor's memory of the target (its ReStyle steps)
+    steps: int = 0                # editor passes done on it
+    ws: np.ndarray | None = None  # float32 [num_ws, w_dim]: V_target after the last pass
+    base: np.ndarray | None = None  # uint8 [S, S, 3] BGR: G(V_target), the residual paste's base
+    ready: bool = False           # inverted: V_target and G(V_target) are final
+
+
+def find_target(photo: np.ndarray, crop_size: int, landmarker=None, feather_px: float | None = None,
+                name: str = "the target photo") -> LiveTarget:
+    """The largest face of the photo (still-image landmarks), aligned at `crop_size`, with its paste mask."""
+    from stream.face.align import align_face  # noqa: PLC0415
+    from stream.face.paste import MASK_WORK_SIZE, face_mask  # noqa: PLC0415
+    from stream.face.tracking import face_size  # noqa: PLC0415
+
+    photo = check_frame(photo)
+    own = landmarker is None
+    if own:
+        from stream.face.landmarks import FaceMeshLandmarker  # noqa: PLC0415
+
+        landmarker = FaceMeshLandmarker(max_faces=4, video_mode=False)
+    try:
+        faces = landmarker.detect(photo)
+    finally:
+        if own:
+            landmarker.close()
+    if not faces:
+        raise ValueError(f"no face found in {name}; use a photo where one face is visible and reasonably large")
+    aligned = align_face(photo, max(faces, key=face_size), size=crop_size)
+    size = min(aligned.size, MASK_WORK_SIZE)
+    mask = face_mask(aligned, size, feather_px=None if feather_px is None else feather_px * size / aligned.size)
+    return LiveTarget(photo=np.ascontiguousarray(photo), aligned=aligned, mask=mask)
