@@ -38,23 +38,18 @@ import dataclasses
 import logging
 import threading
 import time
-import uuid
-from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from stream import status as st
-from stream.closing import Closeable
 from stream.editor import FaceJob
-from stream.errors import ErrorCounter
 from stream.options import EffectConfig
 from stream.reenact_calibration import (CALIBRATION, CALIBRATION_S, CalibrationWindow, check_live_options,
                                         check_paste_mode, fit_fields)
 from stream.reenact_target import find_target
-from stream.session import Output, check_frame, make_tracker
-from stream.stats import SessionCounters
+from stream.session import EditorStream, Output, check_frame
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +86,7 @@ class _Shown:
     t_pose: float                 # capture time of the driver frame whose latent it shows
 
 
-class ReenactSession(Closeable):
+class ReenactSession(EditorStream):
     """One camera driving one target photo. `process(frame)` -> `Output`; `set_options`; `stats()`; `close()`."""
 
     def __init__(self,
@@ -111,22 +106,15 @@ class ReenactSession(Closeable):
                  stream_id: str | None = None):
         from directions.reenact import ReenactOptions  # noqa: PLC0415
 
-        self.backend = backend
-        self.info = backend.info
-        self.config = dataclasses.replace(config or EffectConfig(), max_faces=1)
-        self.id = stream_id or uuid.uuid4().hex[:8]
-        self.clock = clock
+        config = dataclasses.replace(config or EffectConfig(), max_faces=1)
         self.paste_mode = check_paste_mode(paste_mode)
         self.calibration = int(calibration)
         self.calibration_s = float(calibration_s)
         self.target_steps = max(1, int(target_steps))
         self.settle = max(0, int(settle))
         self.options = check_live_options(options or ReenactOptions(), self.calibration, _num_ws(backend))
-        self.target = find_target(target_photo, self.info.crop_size, target_landmarker, self.config.feather_px)
-        self.tracker = make_tracker(self.config, self.info.crop_size, landmarker_factory, self.info.device_type)
-        self.counters = SessionCounters()
-        self.errors = ErrorCounter(log)
-        self.last_status = st.FrameStatus(st.WAITING)
+        self.target = find_target(target_photo, backend.info.crop_size, target_landmarker, config.feather_px)
+        super().__init__(backend, config, landmarker_factory, clock, stream_id, log)  # (the tracker: checks first)
         self.reenactor = None                 # directions.reenact.Reenactor once the motion is learned
         self.fit = None                       # directions.reenact.DriverFit
         self.fit_seconds: float | None = None
@@ -134,7 +122,6 @@ class ReenactSession(Closeable):
         self._coef = np.zeros(len(self.info.direction_names), np.float32)
         self._window = CalibrationWindow(self.calibration, self.calibration_s, name=f"reenact-fit-{self.id}")
         self._epoch = 0                       # bumped by a recalibration: renders of older passes are dropped
-        self._inflight: _Pass | None = None
         self._next: tuple | None = None       # (render_ws float32 [num_ws, w_dim], t_pose) to render next
         self._newest: tuple | None = None     # (w float32 [num_ws, w_dim], t_capture) the newest settled latent
         self._shown: _Shown | None = None
@@ -260,17 +247,10 @@ class ReenactSession(Closeable):
 
     def _collect(self, block: bool) -> None:
         """Move a finished pass's results where they belong (block=True waits for it)."""
-        job = self._inflight
-        if job is None or (not block and not job.future.done()):
+        done = self._finished(block)
+        if done is None:
             return
-        self._inflight = None
-        try:
-            edits = job.future.result()
-        except CancelledError:
-            return
-        except Exception as exc:  # noqa: BLE001 -- the editor failed on this pass: the stream goes on
-            self.errors.count(exc, where="edit")
-            return
+        job, edits = done
         self.counters.record_edit(edits[0].timing if edits else {}, (self.clock() - job.t_submit) * 1e3)
         rendered = job.render_t is not None and job.epoch == self._epoch  # (a render of before a recalibration
         for kind, e in zip(job.kinds, edits):                             # is dropped)
@@ -283,14 +263,8 @@ class ReenactSession(Closeable):
                 self._driver_done(job, e)
 
     def _target_done(self, e) -> None:
-        t = self.target
-        if e.ws is None:
-            raise RuntimeError("the editor returned no latent; reenactment needs an editor with networks")
-        t.memory, t.ws, t.base = e.memory, e.ws, e.base
-        t.steps += 1
-        t.ready = t.steps >= self.target_steps or e.memory is None  # a stateless encoder inverts in one pass
-        if t.ready:
-            log.info("target inverted in %d editor pass(es)", t.steps)
+        if self.target.take_pass(e, self.target_steps):
+            log.info("target inverted in %d editor pass(es)", self.target.steps)
             self._maybe_fit()
 
     def _driver_done(self, job: _Pass, e) -> None:
@@ -413,13 +387,6 @@ class ReenactSession(Closeable):
         steps = state.steps if isinstance(state, _DriverTrack) else 0
         return steps == 0 or (face.track.memory is not None and steps <= self.settle)
 
-    def _no_face(self) -> st.FrameStatus:
-        if self.tracker.too_small:
-            self.counters.too_small += 1
-            return st.FrameStatus(st.FACE_TOO_SMALL, message=st.describe(st.FACE_TOO_SMALL))
-        self.counters.no_face += 1
-        return st.FrameStatus(st.NO_FACE, message=st.describe(st.NO_FACE))
-
     @staticmethod
     def _as_tensor(w: np.ndarray):
         import torch  # noqa: PLC0415
@@ -443,14 +410,7 @@ class ReenactSession(Closeable):
         if self._closed:
             return
         self._closed = True
-        self.backend.cancel(self.id)
-        if self._inflight is not None:
-            self._inflight.future.cancel()
-            self._inflight = None
-        tracker, self.tracker = self.tracker, None
-        if tracker is not None:
-            tracker.reset()
-            tracker.close()
+        super().close()
 
 
 DEMO_NOTICE = ("Demo effect: reenactment needs the StyleGAN networks; the target is shown as it is. Fetch them with "

@@ -2,8 +2,8 @@
 
     target = find_target(photo, crop_size, landmarker=None, feather_px=None)   # LiveTarget (ValueError: no face)
 
-`stream.reenact_live.ReenactSession` then inverts the aligned crop with the editor (a few ReStyle steps) and pastes
-every render into `target.photo` with `target.mask`.
+`stream.reenact_live.ReenactSession` then inverts the aligned crop with the editor (a few ReStyle steps: each
+pass's result goes to `target.take_pass`) and pastes every render into `target.photo` with `target.mask`.
 """
 from __future__ import annotations
 
@@ -27,6 +27,16 @@ class LiveTarget:
     ws: np.ndarray | None = None  # float32 [num_ws, w_dim]: V_target after the last pass
     base: np.ndarray | None = None  # uint8 [S, S, 3] BGR: G(V_target), the residual paste's base
     ready: bool = False           # inverted: V_target and G(V_target) are final
+
+    def take_pass(self, e, steps: int) -> bool:
+        """What one editor pass made of the target (a `stream.editor.FaceEdit`): its latent, G(latent) and memory.
+        True once inverted: after `steps` passes, or after one with a stateless encoder (no memory)."""
+        if e.ws is None:
+            raise RuntimeError("the editor returned no latent; reenactment needs an editor with networks")
+        self.memory, self.ws, self.base = e.memory, e.ws, e.base
+        self.steps += 1
+        self.ready = self.steps >= steps or e.memory is None  # a stateless encoder inverts in one pass
+        return self.ready
 
 
 def find_target(photo: np.ndarray, crop_size: int, landmarker=None, feather_px: float | None = None,

@@ -60,7 +60,66 @@ class Output:
     status: st.FrameStatus
 
 
-class Session(Closeable):
+class EditorStream(Closeable):
+    """What every stream at the editor holds (`Session`; `stream.reenact_live.ReenactSession`): its backend and its
+    place in the editor's queue (`id`), clock, face tracker, counters, errors, last status and the one pass in
+    flight (`_inflight`: an object with a `.future` of [FaceEdit])."""
+
+    def __init__(self,
+                 backend,                                   # stream.serving backend (submit/cancel/info)
+                 config: EffectConfig,                      # max faces, smoothing, aligner, ... (the tracker's)
+                 landmarker_factory: Callable[[], Any] | None,  # () -> detect(frame) -> [[478, 2]]; None: MediaPipe
+                 clock: Callable[[], float],                # seconds (tests pass a fake)
+                 stream_id: str | None,                     # its name in the editor's queue (None: a random one)
+                 logger: logging.Logger):                   # where its errors are logged (once per kind)
+        self.backend = backend
+        self.info = backend.info
+        self.config = config
+        self.id = stream_id or uuid.uuid4().hex[:8]
+        self.clock = clock
+        self.tracker = make_tracker(config, self.info.crop_size, landmarker_factory, self.info.device_type)
+        self.counters = SessionCounters()
+        self.errors = ErrorCounter(logger)
+        self.last_status = st.FrameStatus(st.WAITING)
+        self._inflight: Any = None
+
+    def _finished(self, block: bool) -> tuple | None:
+        """(the pass in flight, its [FaceEdit]) once it is done (block=True waits for it); it is then no longer in
+        flight. None while it runs, when none is, or when it was cancelled or failed (a failure is counted as an
+        "edit" error: the stream goes on)."""
+        job = self._inflight
+        if job is None or (not block and not job.future.done()):
+            return None
+        self._inflight = None
+        try:
+            return job, job.future.result()
+        except CancelledError:
+            return None
+        except Exception as exc:  # noqa: BLE001 -- the editor failed on this stream's pass: only it misses an edit
+            self.errors.count(exc, where="edit")
+            return None
+
+    def _no_face(self) -> st.FrameStatus:
+        """No face to use in this frame: too small (counted), or none found."""
+        if self.tracker.too_small:
+            self.counters.too_small += 1
+            return st.FrameStatus(st.FACE_TOO_SMALL, message=st.describe(st.FACE_TOO_SMALL))
+        self.counters.no_face += 1
+        return st.FrameStatus(st.NO_FACE, message=st.describe(st.NO_FACE))
+
+    def close(self) -> None:
+        """Free the tracker (MediaPipe graph), the faces' memories, and this stream's place in the editor queue."""
+        self.backend.cancel(self.id)
+        if self._inflight is not None:
+            self._inflight.future.cancel()
+            self._inflight = None
+        tracker, self.tracker = self.tracker, None
+        if tracker is not None:
+            tracker.reset()
+            tracker.close()
+
+
+class Session(EditorStream):
     """One stream. `process(frame)` -> `Output`; `set_controls(...)`; `stats()`; `close()`."""
 
     def __init__(self,
@@ -70,19 +129,11 @@ class Session(Closeable):
                  landmarker_factory: Callable[[], Any] | None = None,  # () -> detect(frame) -> [[478, 2]]
                  clock: Callable[[], float] = time.monotonic,  # seconds; animation, ages (tests pass a fake)
                  stream_id: str | None = None):
-        self.backend = backend
-        self.info = backend.info
-        self.config = config or EffectConfig()
-        self.id = stream_id or uuid.uuid4().hex[:8]
-        self.clock = clock
-        self.controls = controls or Controls(paste_mode=self.config.paste_mode)
-        self.staleness_s = self.config.staleness_for(self.info.device_type) / 1e3
-        self.tracker = make_tracker(self.config, self.info.crop_size, landmarker_factory, self.info.device_type)
-        self.counters = SessionCounters()
-        self.errors = ErrorCounter(log)
-        self.last_status = st.FrameStatus(st.WAITING)
+        config = config or EffectConfig()
+        self.controls = controls or Controls(paste_mode=config.paste_mode)
+        self.staleness_s = config.staleness_for(backend.info.device_type) / 1e3
+        super().__init__(backend, config, landmarker_factory, clock, stream_id, log)
         self._t0: float | None = None
-        self._inflight: _InFlight | None = None
 
     # ------------------------------------------------------------------ controls
     def set_controls(self, controls: Controls | Mapping) -> Controls:
@@ -147,13 +198,6 @@ class Session(Closeable):
         self.last_status = status
         return Output(frame, status)
 
-    def _no_face(self) -> st.FrameStatus:
-        if self.tracker.too_small:
-            self.counters.too_small += 1
-            return self._status(st.FACE_TOO_SMALL, [])
-        self.counters.no_face += 1
-        return self._status(st.NO_FACE, [])
-
     def _status(self, state: str, faces: list, edited: int = 0, age_ms: float | None = None,
                 notice: str | None = None) -> st.FrameStatus:
         message = st.describe(state, faces=edited or len(faces), edit_age_ms=age_ms,
@@ -172,17 +216,10 @@ class Session(Closeable):
 
     def _collect(self, block: bool) -> None:
         """Move a finished edit onto its tracks (block=True waits for it)."""
-        job = self._inflight
-        if job is None or (not block and not job.future.done()):
+        done = self._finished(block)
+        if done is None:
             return
-        self._inflight = None
-        try:
-            edits = job.future.result()
-        except CancelledError:
-            return
-        except Exception as exc:  # noqa: BLE001 -- the editor failed on this stream's faces: only they miss an edit
-            self.errors.count(exc, where="edit")
-            return
+        job, edits = done
         for track, generation, e in zip(job.tracks, job.generations, edits):
             if track.generation != generation:  # the face jumped meanwhile: this edit belongs to the old pose
                 continue
@@ -240,17 +277,6 @@ class Session(Closeable):
         return {**self.counters.as_dict(), "faces": len(self.faces), "resets": getattr(self.tracker, "resets", 0),
                 **self.errors.as_dict(), "state": self.last_status.state, "message": self.last_status.message,
                 "controls": self.controls.to_dict(), "max_faces": self.max_faces}
-
-    def close(self) -> None:
-        """Free the tracker (MediaPipe graph), the faces' memories, and this stream's place in the editor queue."""
-        self.backend.cancel(self.id)
-        if self._inflight is not None:
-            self._inflight.future.cancel()
-            self._inflight = None
-        tracker, self.tracker = self.tracker, None
-        if tracker is not None:
-            tracker.reset()
-            tracker.close()
 
 
 def make_tracker(config: EffectConfig, crop_size: int, landmarker_factory: Callable[[], Any] | None = None,
