@@ -366,9 +366,8 @@ def _find_faces(paths, size: int):
     import cv2  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from stream.face.align import align_face  # noqa: PLC0415 (entry point composes layers)
+    from stream.face.align import align_largest_face  # noqa: PLC0415 (entry point composes layers)
     from stream.face.landmarks import FaceMeshLandmarker  # noqa: PLC0415
-    from stream.face.tracking import face_size  # noqa: PLC0415
 
     out = []
     with FaceMeshLandmarker(max_faces=4, video_mode=False) as landmarker:
@@ -377,11 +376,10 @@ def _find_faces(paths, size: int):
             if frame is None:
                 out.append((None, "not a readable image"))
                 continue
-            faces = landmarker.detect(frame)
-            if not faces:
+            try:
+                out.append((align_largest_face(frame, size, landmarker).crop, None))
+            except ValueError:                      # no face found
                 out.append((None, "no face found"))
-                continue
-            out.append((align_face(frame, max(faces, key=face_size), size=size).crop, None))
     return out
 
 

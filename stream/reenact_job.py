@@ -181,20 +181,9 @@ def invert_driver(path, E, tracker=None, batch: int = 8, max_frames: Optional[in
 
 def invert_target(photo: np.ndarray, E, landmarker=None, name: str = "the target photo") -> TargetFace:
     """Find the largest face of the photo (still-image landmarks), align it and invert it → :class:`TargetFace`."""
-    from stream.face.align import align_face  # noqa: PLC0415
-    from stream.face.landmarks import FaceMeshLandmarker  # noqa: PLC0415
-    from stream.face.tracking import face_size  # noqa: PLC0415
+    from stream.face.align import align_largest_face  # noqa: PLC0415
 
-    own = landmarker is None
-    landmarker = landmarker or FaceMeshLandmarker(max_faces=4, video_mode=False)
-    try:
-        faces = landmarker.detect(photo)
-    finally:
-        if own:
-            landmarker.close()
-    if not faces:
-        raise ValueError(f"no face found in {name}; use a photo where one face is visible and reasonably large")
-    aligned = align_face(photo, max(faces, key=face_size), size=ALIGN_SIZE)
+    aligned = align_largest_face(photo, ALIGN_SIZE, landmarker, name)
     return TargetFace(photo=photo, aligned=aligned, latent=encode_crops(E, [aligned.crop])[0])
 
 

@@ -42,24 +42,11 @@ class LiveTarget:
 def find_target(photo: np.ndarray, crop_size: int, landmarker=None, feather_px: float | None = None,
                 name: str = "the target photo") -> LiveTarget:
     """The largest face of the photo (still-image landmarks), aligned at `crop_size`, with its paste mask."""
-    from stream.face.align import align_face  # noqa: PLC0415
+    from stream.face.align import align_largest_face  # noqa: PLC0415
     from stream.face.paste import MASK_WORK_SIZE, face_mask  # noqa: PLC0415
-    from stream.face.tracking import face_size  # noqa: PLC0415
 
     photo = check_frame(photo)
-    own = landmarker is None
-    if own:
-        from stream.face.landmarks import FaceMeshLandmarker  # noqa: PLC0415
-
-        landmarker = FaceMeshLandmarker(max_faces=4, video_mode=False)
-    try:
-        faces = landmarker.detect(photo)
-    finally:
-        if own:
-            landmarker.close()
-    if not faces:
-        raise ValueError(f"no face found in {name}; use a photo where one face is visible and reasonably large")
-    aligned = align_face(photo, max(faces, key=face_size), size=crop_size)
+    aligned = align_largest_face(photo, crop_size, landmarker, name)
     size = min(aligned.size, MASK_WORK_SIZE)
     mask = face_mask(aligned, size, feather_px=None if feather_px is None else feather_px * size / aligned.size)
     return LiveTarget(photo=np.ascontiguousarray(photo), aligned=aligned, mask=mask)

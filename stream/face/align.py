@@ -129,6 +129,12 @@ def face_scale(landmarks: np.ndarray) -> float:
     return float(np.hypot(*(quad[3] - quad[0])) / 4.0)
 
 
+def face_size(landmarks: np.ndarray) -> float:
+    """Largest side of the landmarks' bounding box (pixels, >= 1)."""
+    span = landmarks.max(0) - landmarks.min(0)
+    return float(max(span.max(), 1.0))
+
+
 def face_too_small(landmarks: np.ndarray, min_eye_dist_px: float = 20.0) -> bool:
     """True when the face is too small to align usefully: :func:`face_scale` < ``min_eye_dist_px``.
 
@@ -228,6 +234,27 @@ def align_face(frame: np.ndarray,
         frame_landmarks=lm.astype(np.float32),
         frame_shape=tuple(frame.shape[:2]),
     )
+
+
+def align_largest_face(photo: np.ndarray, size: int, landmarker=None, name: str = "the photo") -> AlignedFace:
+    """The largest face of a still photo (uint8 [H, W, 3] BGR), aligned at `size` (:func:`align_face`).
+
+    landmarker: anything with ``.detect(photo) -> [[478, 2]]`` (None: a still-image MediaPipe one, made and closed
+    here). A one-line ValueError naming `name` when no face is found.
+    """
+    own = landmarker is None
+    if own:
+        from stream.face.landmarks import FaceMeshLandmarker  # noqa: PLC0415
+
+        landmarker = FaceMeshLandmarker(max_faces=4, video_mode=False)
+    try:
+        faces = landmarker.detect(photo)
+    finally:
+        if own:
+            landmarker.close()
+    if not faces:
+        raise ValueError(f"no face found in {name}; use a photo where one face is visible and reasonably large")
+    return align_face(photo, max(faces, key=face_size), size=size)
 
 
 def ffhq_canonical_points(size: int = 1024, ratio: float = 1.0, shear: float = 0.0) -> np.ndarray:

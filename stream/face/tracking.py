@@ -35,7 +35,7 @@ import numpy as np
 
 from stream.closing import Closeable
 from stream.face import align as _align
-from stream.face.align import AlignedFace, align_face, face_scale, face_too_small
+from stream.face.align import AlignedFace, align_face, face_scale, face_size, face_too_small
 from stream.face.landmarks import EYE_LEFT_CONTOUR, EYE_RIGHT_CONTOUR, FACE_OVAL, FaceMeshLandmarker
 from stream.face.smoothing import LandmarkSmoother, SettlingLowPass
 
@@ -87,12 +87,6 @@ class TrackedFace:
     disagreement: float = float("nan")  # quad distance dlib vs MediaPipe, fraction of the side (nan: not run).
     box: str = ""                 # where dlib started: "hog" (its detector's box) | "track" (from MediaPipe).
     dlib_ok: bool = False         # this frame's dlib shape was accepted (agreement, or plausible on a second look).
-
-
-def face_size(landmarks: np.ndarray) -> float:
-    """Largest side of the landmarks' bounding box (pixels, >= 1)."""
-    span = landmarks.max(0) - landmarks.min(0)
-    return float(max(span.max(), 1.0))
 
 
 def landmark_jump(previous: np.ndarray, current: np.ndarray) -> float:
