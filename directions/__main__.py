@@ -306,7 +306,7 @@ def _reenact_camera(args, options) -> int:
     """`--camera N`: the webcam drives the target on the live path (calibration, then the editor's rate) → --out."""
     import cv2  # noqa: PLC0415
 
-    from stream import reenact_job  # noqa: PLC0415 (entry point composes layers)
+    from stream import reenact_camera, reenact_job  # noqa: PLC0415 (entry point composes layers)
     from stream.editor import Editor  # noqa: PLC0415
     from stream.effect import Effect  # noqa: PLC0415
     from stream.options import EffectConfig  # noqa: PLC0415
@@ -339,7 +339,7 @@ def _reenact_camera(args, options) -> int:
             session = effect.new_reenact_session(photo, options, paste_mode=args.paste_mode,
                                                  calibration=args.calibration, calibration_s=args.calibration_seconds)
             try:
-                report = reenact_job.run_camera_job(
+                report = reenact_camera.run_camera_job(
                     source, session, out, preview=args.preview, overlay=args.overlay, max_frames=args.max_frames,
                     seconds=args.seconds, progress=not args.quiet,
                     extra_meta={"driver": f"camera {args.camera}", "target": str(args.target),
