@@ -13,7 +13,8 @@ import logging
 import ssl
 import sys
 
-from stream.options import add_effect_arguments, config_from_args
+from stream.options import config_from_args
+from web.door_args import add_effect_and_log_arguments, add_listen_arguments, start_logging
 from web.guard import Limits, RequestRules
 
 
@@ -33,10 +34,7 @@ def positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m web", description="micromotion live page (WebRTC)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
-    p.add_argument("--cert", help="TLS certificate (PEM) for HTTPS; needed for cameras in remote browsers")
-    p.add_argument("--key", help="TLS private key (PEM) matching --cert")
+    add_listen_arguments(p, port=8080)
     p.add_argument("--stun", action="append", default=[], metavar="HOST:PORT",
                    help="STUN server for the page and the server (repeatable; default: none)")
     p.add_argument("--turn", action="append", default=[], metavar="HOST:PORT",
@@ -63,16 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the page without media and send its controls to a running `python -m stream "
                         "--virtual-camera --control-port PORT` on this machine, e.g. http://127.0.0.1:8765 "
                         "(no effect is loaded here)")
-    add_effect_arguments(p)
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    add_effect_and_log_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if bool(args.cert) != bool(args.key):
-        print("error: --cert and --key go together; give both (PEM files) or neither", file=sys.stderr)
+    problem = start_logging(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
 
     ssl_context = None

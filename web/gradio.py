@@ -11,28 +11,26 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stream.options import add_effect_arguments
+    from web.door_args import add_effect_and_log_arguments, add_listen_arguments
 
     p = argparse.ArgumentParser(prog="python -m web.gradio", description="micromotion Gradio app")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
-    p.add_argument("--cert", help="TLS certificate (PEM) for HTTPS (webcam in remote browsers)")
-    p.add_argument("--key", help="TLS private key (PEM) matching --cert")
+    add_listen_arguments(p, port=7860)
     p.add_argument("--max-image-mb", type=float, default=20.0, help="photo upload limit (default 20 MB)")
     p.add_argument("--max-video-mb", type=float, default=200.0, help="clip upload limit (default 200 MB)")
     p.add_argument("--max-clip-s", type=float, default=300.0, help="clip duration limit (default 300 s)")
     p.add_argument("--max-driver-frames", type=int, default=1800,
                    help="most frames of a reenactment's driver clip (default 1800: 60 s at 30 fps)")
-    add_effect_arguments(p)
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    add_effect_and_log_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if bool(args.cert) != bool(args.key):
-        print("error: --cert and --key go together; give both (PEM files) or neither", file=sys.stderr)
+    from web.door_args import start_logging
+
+    problem = start_logging(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
 
     from stream.effect import Effect

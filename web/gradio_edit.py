@@ -163,6 +163,18 @@ def edit_clip(effect, in_path, out_path, controls, progress: Progress | None = N
             "states": dict(result.states), "damage": result.damage}
 
 
+def rgb_through_driver(driver, frame_rgb: np.ndarray, timeout_s: float):
+    """Push one RGB frame (uint8 [H, W, 3], as Gradio gives it) into a latest-frame `stream.driver.FrameDriver`:
+    (its output as RGB uint8, that output's `stream.status.FrameStatus`), or None when none came within
+    `timeout_s`."""
+    driver.push(np.ascontiguousarray(frame_rgb[..., ::-1]))
+    got = driver.get_output(timeout=timeout_s)
+    if got is None:
+        return None
+    out, info = got
+    return np.ascontiguousarray(out[..., ::-1]), info["status"]
+
+
 class WebcamSession:
     """Per-browser-session live edit for the webcam tab: its own Session behind the one latest-frame driver."""
 
@@ -182,13 +194,11 @@ class WebcamSession:
             return None
         self.session.set_controls(make_controls(self.effect, direction, alpha, animate=animate,
                                                 period_s=period_s))
-        self.driver.push(np.ascontiguousarray(frame_rgb[..., ::-1]))
-        got = self.driver.get_output(timeout=timeout_s)
+        got = rgb_through_driver(self.driver, frame_rgb, timeout_s)
         if got is None:
             return None
-        out, info = got
-        self.status = info["status"]
-        return np.ascontiguousarray(out[..., ::-1])
+        out_rgb, self.status = got
+        return out_rgb
 
     @property
     def line(self) -> str:

@@ -359,13 +359,13 @@ class ReenactWebcam:
                 self.problem = None
             except ValueError as exc:
                 self.problem = without_flags(str(exc))
-        self.driver.push(np.ascontiguousarray(frame_rgb[..., ::-1]))
-        got = self.driver.get_output(timeout=timeout_s)
+        from web.gradio_edit import rgb_through_driver
+
+        got = rgb_through_driver(self.driver, frame_rgb, timeout_s)
         if got is None:
             return None
-        out, info = got
-        self.status = info["status"]
-        return np.ascontiguousarray(out[..., ::-1])
+        out_rgb, self.status = got
+        return out_rgb
 
     def recalibrate(self) -> None:
         if self.session is not None:

@@ -186,7 +186,11 @@ def test_two_peers_own_controls_and_errors_stay_with_their_client(request, faces
 
 def test_cli_refuses_bad_tls_options_with_one_line(capsys, tmp_path):
     from web.__main__ import main
+    from web.gradio import main as gradio_main
 
+    for door in (main, gradio_main):   # both web doors: one rule, refused before any effect is loaded
+        assert door(["--demo", "--key", str(tmp_path / "k.pem")]) == 2
+        assert "--cert and --key go together" in capsys.readouterr().err
     assert main(["--demo", "--cert", str(tmp_path / "c.pem")]) == 2
     assert "--cert and --key go together" in capsys.readouterr().err
     assert main(["--demo", "--cert", str(tmp_path / "c.pem"), "--key", str(tmp_path / "k.pem")]) == 2
