@@ -49,7 +49,8 @@ from stream.options import EffectConfig
 from stream.reenact_calibration import (CALIBRATION, CALIBRATION_S, CalibrationWindow, check_live_options,
                                         check_paste_mode, fit_fields)
 from stream.reenact_target import find_target
-from stream.session import EditorStream, Output, check_frame
+from stream.frames import check_frame
+from stream.session import EditorStream, Output
 
 log = logging.getLogger(__name__)
 

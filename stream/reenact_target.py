@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.session import check_frame
+from stream.frames import check_frame
 
 
 @dataclass

@@ -27,6 +27,7 @@ from stream import status as st
 from stream.closing import Closeable
 from stream.controls import Controls, animation_t
 from stream.editor import FaceJob
+from stream.frames import check_frame
 from stream.errors import ErrorCounter
 from stream.options import EffectConfig
 from stream.stats import SessionCounters
@@ -289,14 +290,6 @@ def make_tracker(config: EffectConfig, crop_size: int, landmarker_factory: Calla
     return FaceTracker(max_faces=config.max_faces, align_size=crop_size, min_eye_dist_px=config.min_eye_dist_px,
                        smooth=config.smoothing, landmarker=landmarker, reset_threshold=config.reset_threshold,
                        aligner=config.aligner_for(device_type))
-
-
-def check_frame(frame) -> np.ndarray:
-    """The frame itself if it is uint8 [H, W, 3]; else a one-line ValueError."""
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        got = f"{frame.dtype} {list(frame.shape)}" if isinstance(frame, np.ndarray) else type(frame).__name__
-        raise ValueError(f"frame must be a uint8 [H, W, 3] BGR array, got {got}; convert it with cv2.cvtColor")
-    return frame
 
 
 def draw_tracking(frame: np.ndarray, faces: list) -> np.ndarray:

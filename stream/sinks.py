@@ -13,6 +13,7 @@ from typing import Optional, Union
 import numpy as np
 
 from stream.closing import Closeable
+from stream.frames import check_frame
 
 logger = logging.getLogger(__name__)
 
@@ -22,13 +23,6 @@ MP4_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
 VIRTUAL_CAMERA_HELP = (
     "Linux: sudo apt install v4l2loopback-dkms && sudo modprobe v4l2loopback devices=1 exclusive_caps=1 "
     "card_label=micromotion; Windows/macOS: install OBS Studio and click 'Start Virtual Camera' once")
-
-
-def _check_frame(frame: np.ndarray) -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"expected a uint8 [H, W, 3] BGR frame, got {frame.dtype} {list(frame.shape)}")
-    return frame
 
 
 class Sink(Closeable):
@@ -51,7 +45,7 @@ class PreviewSink(Sink):
     def write(self, frame_bgr: np.ndarray, timestamp_s: Optional[float] = None) -> bool:
         import cv2
 
-        frame = _check_frame(frame_bgr)
+        frame = check_frame(frame_bgr)
         try:
             cv2.imshow(self.window, frame)
             key = cv2.waitKey(1) & 0xFF
@@ -136,7 +130,7 @@ class FileSink(Sink):
         import av
         import cv2
 
-        frame = _check_frame(frame_bgr)
+        frame = check_frame(frame_bgr)
         if self._container is None:
             self._open(frame.shape[1], frame.shape[0])
         if frame.shape[:2] != self._size:
@@ -338,7 +332,7 @@ class VirtualCameraSink(Sink):
         return self._camera.frames_sent
 
     def write(self, frame_bgr: np.ndarray, timestamp_s: Optional[float] = None) -> None:
-        frame = _check_frame(frame_bgr)
+        frame = check_frame(frame_bgr)
         if frame.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame is {frame.shape[1]}×{frame.shape[0]} but the virtual camera is "
                              f"{self.width}×{self.height}; resize the frames or reopen the camera")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Tuple, Union
 import numpy as np
 
 from stream.closing import Closeable
+from stream.frames import check_frame
 
 if TYPE_CHECKING:
     from stream.probe import Limits
@@ -364,10 +365,7 @@ def write_y4m(frames: Iterable[np.ndarray], path: Union[str, os.PathLike], fps: 
     shape = None
     with open(path, "wb") as f:
         for frame in frames:
-            frame = np.asarray(frame)
-            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                raise ValueError(f"write_y4m expects uint8 [H, W, 3] BGR frames, got {frame.dtype} "
-                                 f"{list(frame.shape)}")
+            frame = check_frame(frame, "a write_y4m frame")
             if shape is None:
                 shape = frame.shape
                 h, w = shape[:2]

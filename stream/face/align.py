@@ -44,6 +44,7 @@ from typing import Optional
 import numpy as np
 
 from stream.face.landmarks import eye_centers, mouth_corners
+from stream.frames import check_frame
 
 SUPPORTED_SIZES = (256, 512, 1024)
 
@@ -197,7 +198,7 @@ def align_face(frame: np.ndarray,
     """
     import cv2
 
-    frame = _check_frame(frame)
+    frame = check_frame(frame)
     lm = _check_landmarks(landmarks478)
     size = int(size)
     if size < 8:
@@ -313,13 +314,6 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     o = np.vstack([outer, [0, 0, 1]])
     i = np.vstack([inner, [0, 0, 1]])
     return (o @ i)[:2]
-
-
-def _check_frame(frame: np.ndarray) -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"expected a uint8 [H, W, 3] BGR frame, got {frame.dtype} {list(frame.shape)}")
-    return frame
 
 
 def _check_landmarks(landmarks: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from stream.closing import Closeable
+from stream.frames import check_frame
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class ShapePredictor68(Closeable):
         """
         import cv2  # noqa: PLC0415
 
-        frame_bgr = _check_frame(frame_bgr)
+        frame_bgr = check_frame(frame_bgr)
         if self._predictor is None:
             raise RuntimeError("ShapePredictor68 is closed; create a new one")
         box = np.asarray(box, dtype=np.float64)
@@ -200,7 +201,7 @@ class HogFaceDetector(Closeable):
         """Faces of a frame: list of (box (left, top, right, bottom) float64 [4], score), best first."""
         import cv2  # noqa: PLC0415
 
-        rgb = cv2.cvtColor(_check_frame(frame_bgr), cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(check_frame(frame_bgr), cv2.COLOR_BGR2RGB)
         rects, scores, _ = self._detector.run(rgb, self.upsample, float(threshold))
         found = [(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64), float(s))
                  for r, s in zip(rects, scores)]
@@ -253,7 +254,7 @@ class FaceVerifier(Closeable):
         self._cnn = dlib.cnn_face_detection_model_v1(str(model_path(CNN_MODEL))) if use_cnn else None
 
     def __call__(self, frame_bgr: np.ndarray, landmarks478: np.ndarray) -> Verdict:
-        frame_bgr = _check_frame(frame_bgr)
+        frame_bgr = check_frame(frame_bgr)
         box = box_from_mediapipe(landmarks478)
         roi, side = _resampled_region(frame_bgr, box, face_px=100, context=2.0)
         rects, scores, _ = self._hog.run(roi, 0, -1.0)
@@ -289,13 +290,6 @@ def _resampled_region(frame_bgr: np.ndarray, box: np.ndarray, face_px: float, co
     interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
     region = cv2.warpAffine(frame_bgr, m, (side, side), flags=interp, borderMode=cv2.BORDER_REFLECT)
     return np.ascontiguousarray(region[..., ::-1]), side
-
-
-def _check_frame(frame: np.ndarray) -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"expected a uint8 [H, W, 3] BGR frame, got {frame.dtype} {list(frame.shape)}")
-    return frame
 
 
 def _check68(landmarks68: np.ndarray) -> np.ndarray:

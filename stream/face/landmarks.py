@@ -15,6 +15,7 @@ from typing import List, Optional
 import numpy as np
 
 from stream.closing import Closeable
+from stream.frames import check_frame
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +131,7 @@ class FaceMeshLandmarker(Closeable):
         """
         if self._mesh is None:
             raise RuntimeError("FaceMeshLandmarker is closed; create a new one")
-        frame_bgr = np.asarray(frame_bgr)
-        if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
-            raise ValueError(f"detect expects a uint8 [H, W, 3] BGR frame, got {frame_bgr.dtype} "
-                             f"{list(frame_bgr.shape)}")
+        frame_bgr = check_frame(frame_bgr)
         faces = self._detect_once(frame_bgr)
         if not faces and self.tile_fallback:
             faces = self._detect_tiles(frame_bgr)

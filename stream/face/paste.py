@@ -11,6 +11,7 @@ import numpy as np
 
 from stream.face.align import AlignedFace, _compose, transform_points
 from stream.face.landmarks import FACE_OVAL
+from stream.frames import check_frame
 
 MASK_WORK_SIZE = 256  # masks are drawn at ≤ this side and resized (they are smooth)
 PASTE_MODES = ("replace", "residual")
@@ -98,9 +99,7 @@ def paste_back(frame: np.ndarray,
     """
     import cv2
 
-    frame = np.asarray(frame)
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"expected a uint8 [H, W, 3] BGR frame, got {frame.dtype} {list(frame.shape)}")
+    frame = check_frame(frame)
     edited = _check_crop(edited_crop, "edited_crop")
     if mode not in PASTE_MODES:
         raise ValueError(f"paste mode {mode!r} is unknown; use one of {PASTE_MODES}")

@@ -173,3 +173,16 @@ def test_damaged_audio_is_replaced_by_silence_and_the_rest_stays_in_sync(tmp_pat
     onset = start + np.argmax(np.abs(samples) > 0.1) / rate
     assert abs(onset - 1.5) < 0.03, onset  # without the silence it would come 0.14 s early
     assert abs(samples.size / rate - 2.0) < 0.1
+
+
+def test_every_stage_refuses_a_bad_frame_with_the_one_message():
+    """One frame check (`stream.frames.check_frame`) behind landmarks, alignment, paste-back, sinks and y4m."""
+    from stream.frames import check_frame
+
+    good = np.zeros((4, 6, 3), np.uint8)
+    assert check_frame(good) is good
+    for bad, got in ((good.astype(np.float32), "float32 [4, 6, 3]"), (good[..., 0], "uint8 [4, 6]"),
+                     ([[0]], "list"), (None, "NoneType")):
+        with pytest.raises(ValueError) as info:
+            check_frame(bad, "the frame")
+        assert str(info.value).startswith(f"the frame must be a uint8 [H, W, 3] BGR array, got {got};")
