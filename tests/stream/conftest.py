@@ -1,4 +1,5 @@
-"""Shared fixtures of the stream tests: real face pictures, a 640×480 frame, one still-image landmarker."""
+"""Shared fixtures of the stream tests: real face pictures, a 640×480 frame, one still-image landmarker, tiny
+random networks."""
 from __future__ import annotations
 
 import numpy as np
@@ -49,3 +50,12 @@ def still_landmarker():
 def face_landmarks(face_images, still_landmarker) -> dict:
     """name → list of [478, 2] landmarks found in that picture."""
     return {name: still_landmarker.detect(image) for name, image in face_images.items()}
+
+
+@pytest.fixture(scope="module")
+def nets():
+    """(G, E, {name: delta}): tiny random networks and two directions (`tiny_weights.build_tiny_nets`), built once
+    per test module (tests may move or cast them)."""
+    from tiny_weights import build_tiny_nets
+
+    return build_tiny_nets()

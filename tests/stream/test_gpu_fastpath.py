@@ -12,7 +12,6 @@ than trained ones):
 from __future__ import annotations
 
 import copy
-import threading
 
 import numpy as np
 import pytest
@@ -91,41 +90,22 @@ def test_graph_replay_matches_eager_same_precision(setup):
 
 def test_buckets_are_captured_once_and_batched_streams_match_single(setup):
     """3 streams wait together -> one pass padded to bucket 4; steady state replays, never recaptures."""
-    from stream.controls import Controls
+    from multi_stream import play_streams
 
     frames = setup[2]
-    controls = [{"smile": 3.0}, {"blink": -2.0}, {"age": 1.5, "smile": 1.0}]
-
-    def play(effect, concurrent):
-        sessions = [effect.new_session(controls=Controls(directions=c)) for c in controls]
-        outs = [[] for _ in sessions]
-        barrier = threading.Barrier(len(sessions))
-
-        def one(k):
-            for f in frames:
-                if concurrent:
-                    barrier.wait(30)
-                outs[k].append(sessions[k].process(f, wait=True).frame)
-
-        threads = [threading.Thread(target=one, args=(k,)) for k in range(len(sessions))]
-        for t in threads:
-            t.start()
-            if not concurrent:
-                t.join(60)
-        for t in threads:
-            t.join(60)
-        return outs
+    streams = {"a": {"smile": 3.0}, "b": {"blink": -2.0}, "c": {"age": 1.5, "smile": 1.0}}
 
     single = _effect(setup, "fp16", True, batching=False)
     batched = _effect(setup, "fp16", True, batching=True, gather_ms=200.0)
     try:
-        ref, got = play(single, False), play(batched, True)
+        ref = play_streams(single, frames, concurrent=False, streams=streams, barrier_s=30, join_s=60)
+        got = play_streams(batched, frames, concurrent=True, streams=streams, barrier_s=30, join_s=60)
         stats = batched.stats()
         captures = batched.editor._synth_runner.stats["captures"]
     finally:
         batched.close()
     assert stats["mean_batch"] > 1.5
     assert captures <= 3, captures   # buckets 4 (and maybe 1/2 while streams start): never once per frame
-    for r_stream, g_stream in zip(ref, got):
-        for r, g, frame in zip(r_stream, g_stream, frames):
+    for name in streams:
+        for r, g in zip(ref[name], got[name]):
             assert np.abs(r.astype(int) - g.astype(int)).mean() <= 0.5

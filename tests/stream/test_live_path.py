@@ -13,54 +13,17 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
+from multi_stream import STREAMS, play_streams
 from stream.clips import moving_face_clip
 from stream.controls import Controls
 from stream.demo import TintEditor
 from stream.effect import Effect, EffectConfig
 from stream.serving.local import BatchingBackend, InlineBackend
 
-STREAMS = {"a": {"smile": 3.0}, "b": {"eyes_closing": -2.0}, "c": {"smile": 1.0, "eyes_closing": 2.5}}
-
-
-@pytest.fixture(scope="module")
-def nets():
-    from tiny_weights import build_tiny_nets
-
-    return build_tiny_nets()
-
 
 @pytest.fixture(scope="module")
 def clip():
     return list(moving_face_clip(n_frames=4, size=(240, 320), face_height=150))
-
-
-def run_streams(effect, clip, concurrent: bool) -> dict:
-    """Each stream processes the same frames, each frame awaiting its own edit; concurrently (all streams' faces
-    waiting together) or one stream after the other."""
-    sessions = {name: effect.new_session(controls=Controls(directions=dirs), stream_id=name)
-                for name, dirs in STREAMS.items()}
-    outputs = {name: [] for name in STREAMS}
-    barrier = threading.Barrier(len(STREAMS))
-
-    def play(name):
-        for frame in clip:
-            if concurrent:
-                barrier.wait(timeout=30)
-            outputs[name].append(sessions[name].process(frame, wait=True).frame.copy())
-
-    if concurrent:
-        threads = [threading.Thread(target=play, args=(n,)) for n in STREAMS]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-    else:
-        for name in STREAMS:
-            play(name)
-    for s in sessions.values():
-        assert s.errors.total == 0, s.errors.as_dict()
-        s.close()
-    return outputs
 
 
 @pytest.mark.parametrize("precision,max_levels,mean_levels", [("fp32", 1, 0.01), ("bf16", 8, 0.05)])
@@ -73,8 +36,8 @@ def test_batched_gives_the_same_pixels_as_one_at_a_time(nets, clip, precision, m
     alone = Effect(config, encoder=E, directions=deltas, batching=False)
     together = Effect(config, encoder=E, directions=deltas, batching=True)
     try:
-        ref = run_streams(alone, clip, concurrent=False)
-        got = run_streams(together, clip, concurrent=True)
+        ref = play_streams(alone, clip, concurrent=False, barrier_s=30, join_s=120)
+        got = play_streams(together, clip, concurrent=True, barrier_s=30, join_s=120)
         stats = together.stats()
     finally:
         together.close()

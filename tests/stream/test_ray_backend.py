@@ -20,20 +20,13 @@ import numpy as np
 import pytest
 
 import ray_support
+from multi_stream import STREAMS, play_streams
 from stream.controls import Controls
 from stream.editor import FaceJob, FaceMemory
 from stream.effect import Effect, EffectConfig
 
-STREAMS = {"a": {"smile": 3.0}, "b": {"eyes_closing": -2.0}, "c": {"smile": 1.0, "eyes_closing": 2.5}}
 in_cluster = pytest.mark.skipif(not ray_support.inside(),
                                 reason="runs in the loopback namespace (test_in_loopback_namespace_with_a_local_ray)")
-
-
-@pytest.fixture(scope="module")
-def nets():
-    from tiny_weights import build_tiny_nets
-
-    return build_tiny_nets()
 
 
 @pytest.fixture(scope="module")
@@ -222,30 +215,6 @@ def spy_replicas(effect) -> dict:
     return seen
 
 
-def play(effect, clip, concurrent: bool) -> dict:
-    """Each stream processes the clip, each frame awaiting its own edit; streams together or one after another."""
-    sessions = {n: effect.new_session(controls=Controls(directions=d), stream_id=n) for n, d in STREAMS.items()}
-    outputs = {n: [] for n in STREAMS}
-    barrier = threading.Barrier(len(STREAMS))
-
-    def run(name):
-        for frame in clip:
-            if concurrent:
-                barrier.wait(timeout=60)
-            outputs[name].append(sessions[name].process(frame, wait=True).frame.copy())
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in STREAMS] if concurrent else []
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    if not concurrent:
-        for name in STREAMS:
-            run(name)
-    for s in sessions.values():
-        assert s.errors.total == 0, s.errors.as_dict()
-        s.close()
-    return outputs
 
 
 @in_cluster
@@ -256,11 +225,11 @@ def test_cluster_same_pixels_as_in_process_with_memory_crossing_replicas(cluster
     G, E, deltas = nets
     alone = Effect(EffectConfig(device="cpu", smoothing=False, precision="fp32"), encoder=copy.deepcopy(E),
                    directions=deltas)
-    reference = play(alone, clip, concurrent=False)
+    reference = play_streams(alone, clip, concurrent=False)
     effect = ray_effect(nets, "mm-pixels", replicas=2, gather_ms=100.0)
     try:
         replicas_of = spy_replicas(effect)
-        got = play(effect, clip, concurrent=True)
+        got = play_streams(effect, clip, concurrent=True)
         stats = effect.stats()
     finally:
         effect.close()

@@ -40,13 +40,6 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def nets():
-    from tiny_weights import build_tiny_nets
-
-    return build_tiny_nets()
-
-
-@pytest.fixture(scope="module")
 def moving():
     """(frames, landmarker factory): 40 frames of the real face 01.jpg swaying, nodding, rolling."""
     return clip_with_landmarks(40, size=SIZE, face_height=150)
