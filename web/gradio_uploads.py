@@ -76,6 +76,21 @@ def upload_list(value) -> list:
     return [value]
 
 
+def _received(value, noun: str, kind: str, max_mb: float, suffixes, missing: str, smaller: str) -> Path:
+    """The uploaded file's path once it is there, within `max_mb` and of a type in `suffixes`; `UploadRefused`
+    naming the `noun` ("photo", "clip") and what to do (`missing`, `smaller`) otherwise. Nothing is read."""
+    path = upload_path(value)
+    if path is None:
+        raise UploadRefused(f"no {noun} given; {missing}")
+    if not path.is_file():
+        raise UploadRefused(f"the {noun} '{path.name}' was not received; upload it again")
+    if _size_mb(path) > max_mb:
+        raise UploadRefused(f"the {noun} is {_size_mb(path):.1f} MB, over the {max_mb:g} MB limit; {smaller}")
+    if path.suffix.lower() not in suffixes:
+        raise UploadRefused(f"'{path.name}' is not a {kind} type this app takes; upload {', '.join(sorted(suffixes))}")
+    return path
+
+
 def check_image_upload(path, limits: Limits = Limits()) -> np.ndarray:
     """Read an uploaded photo as uint8 [H, W, 3] BGR; `UploadRefused` for a non-image or an oversized one.
 
@@ -83,17 +98,8 @@ def check_image_upload(path, limits: Limits = Limits()) -> np.ndarray:
     """
     from stream.sources import read_image
 
-    path = upload_path(path)
-    if path is None:
-        raise UploadRefused("no photo given; upload a face photo (jpg or png)")
-    if not path.is_file():
-        raise UploadRefused(f"the photo '{path.name}' was not received; upload it again")
-    if _size_mb(path) > limits.max_image_mb:
-        raise UploadRefused(f"the photo is {_size_mb(path):.1f} MB, over the {limits.max_image_mb:g} MB limit; "
-                            "upload a smaller image")
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise UploadRefused(f"'{path.name}' is not a photo type this app takes; upload "
-                            f"{', '.join(sorted(IMAGE_SUFFIXES))}")
+    path = _received(path, "photo", "photo", limits.max_image_mb, IMAGE_SUFFIXES,
+                     missing="upload a face photo (jpg or png)", smaller="upload a smaller image")
     return read_image(path, limits.probe_limits("photo"))
 
 
@@ -105,17 +111,8 @@ def check_video_upload(path, limits: Limits = Limits()) -> dict:
     """
     from stream.probe import probe_video
 
-    path = upload_path(path)
-    if path is None:
-        raise UploadRefused("no clip given; upload a video (mp4, mov, webm, mkv)")
-    if not path.is_file():
-        raise UploadRefused(f"the clip '{path.name}' was not received; upload it again")
-    if _size_mb(path) > limits.max_video_mb:
-        raise UploadRefused(f"the clip is {_size_mb(path):.1f} MB, over the {limits.max_video_mb:g} MB limit; "
-                            "upload a shorter or smaller clip")
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise UploadRefused(f"'{path.name}' is not a video type this app takes; upload "
-                            f"{', '.join(sorted(VIDEO_SUFFIXES))}")
+    path = _received(path, "clip", "video", limits.max_video_mb, VIDEO_SUFFIXES,
+                     missing="upload a video (mp4, mov, webm, mkv)", smaller="upload a shorter or smaller clip")
     info = probe_video(path, limits.probe_limits("clip"))
     return {"path": path, "fps": info.fps or 30.0, "frames": info.frames, "duration_s": info.duration_s,
             "width": info.width, "height": info.height, "audio": info.audio}
