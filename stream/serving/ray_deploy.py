@@ -1,8 +1,9 @@
 """The editor as a Ray Serve deployment: each replica loads the networks once and edits faces of many streams in
 batched passes (`@serve.batch`). Front ends reach it through `stream.serving.ray_backend.RayBackend`.
 
-    request  (one stream's faces of one frame)  [FaceJob(crop, coefficients, memory: WireMemory | None)]
-    reply                                       [FaceEdit(edit, base, memory: WireMemory | None, timing)]
+    request  (one stream's faces of one frame)  [FaceJob(crop, coefficients, memory: WireMemory | None,
+                                                 render_ws)]
+    reply                                       [FaceEdit(edit, base, memory: WireMemory | None, timing, ws)]
 
 A replica gathers requests for up to `gather_ms` after the first, until `max_batch` faces wait (Serve's batch queue,
 counting faces), and runs them through `stream.editor.Editor.edit` in ONE pass on its own editor thread (one pass
@@ -18,6 +19,7 @@ Networks injected by a front end (tests, benchmarks) travel once through Ray's o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -26,7 +28,6 @@ from typing import Any, Mapping
 
 from ray import serve
 
-from stream.editor import FaceEdit, FaceJob
 from stream.options import EffectConfig
 from stream.serving.wire import from_wire, to_wire
 
@@ -155,14 +156,14 @@ class EditorDeployment:
         memories = [job.memory for job in jobs]
         if self._memory_layout is not None:
             memories = from_wire(memories, **self._memory_layout)
-        edits = self.editor.edit([FaceJob(j.crop, j.coefficients, m) for j, m in zip(jobs, memories)])
+        edits = self.editor.edit([dataclasses.replace(j, memory=m) for j, m in zip(jobs, memories)])
         wired = to_wire([e.memory for e in edits])
         with self._lock:
             self._counts["passes"] += 1
             self._counts["faces"] += len(jobs)
             self._counts["busy_s"] += time.perf_counter() - t0
             tag = {"replica": self.replica, "pass": self._counts["passes"]}
-        return [FaceEdit(e.edit, e.base, w, {**e.timing, **tag}) for e, w in zip(edits, wired)]
+        return [dataclasses.replace(e, memory=w, timing={**e.timing, **tag}) for e, w in zip(edits, wired)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -94,6 +94,13 @@ def test_replica_pass_equals_the_editor_over_frames(nets, clip):
             assert np.array_equal(a.edit, b.edit) and np.array_equal(a.base, b.base)
             assert b.timing["replica"] == "local" and b.timing["pass"] == frame + 1
         mem_local, mem_wire = [e.memory for e in local], [e.memory for e in remote]
+    # reenactment's pass: a face rendered at a given latent (render_ws), the inverted latent (ws) in the reply
+    render = local[0].ws + 0.5
+    jobs = [FaceJob(crops[0], coef, mem_local[0], render_ws=render)]
+    (local,) = editor.edit(jobs)
+    (remote,) = replica._edit_requests([[FaceJob(crops[0], coef, mem_wire[0], render_ws=render)]])[0]
+    assert remote.ws is not None and np.array_equal(local.ws, remote.ws)
+    assert np.array_equal(local.edit, remote.edit) and np.array_equal(local.base, remote.base)
     replica._pool.shutdown()
 
 
