@@ -75,18 +75,18 @@ def planted_driver(
 
 def transfer_errors(p: Planted, rank: int = 3, reference: int = 0, beta: float = 1.0) -> dict:
     """Relative transfer error of each method on a planted driver: {method: ‖ŵ − w*‖ / ‖w* − V‖}."""
-    import torch  # noqa: PLC0415
+    from directions.reenact import reenact_sequence  # noqa: PLC0415
 
-    from directions.reenact import learn_motion_subspace, reenact_sequence  # noqa: PLC0415
-
-    want = p.target + p.motion(reference, beta)
-    scale = float(p.motion(reference, beta).norm())
-    out = {}
+    motion = p.motion(reference, beta)
+    want = p.target + motion
+    scale = float(motion.norm())
+    out, fitted = {}, {}
     for method in ("raw", "pca", "rpca"):
         res = reenact_sequence(p.driver, p.target, rank=rank, reference=reference, beta=beta,
                                method="none" if method == "raw" else method)
         out[method] = float((res.latents - want).norm()) / scale
-    sub = dataclasses.replace(learn_motion_subspace(p.driver, rank=rank, method="rpca"), method="pca")
+        fitted[method] = res.subspace
+    sub = dataclasses.replace(fitted["rpca"], method="pca")   # the RPCA basis, poses by plain projection
     poses = sub.pose(p.driver)
     got = p.target + beta * (poses - poses[reference])
     out["rpca_linear"] = float((got - want).norm()) / scale

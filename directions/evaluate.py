@@ -217,7 +217,10 @@ def evaluate(G,
         for edit in edits:
             delta = scaled_delta(edit, G.num_ws, scale)
             for alpha in alphas:
-                emb, scores, _ = _measure(G, apply(ws, delta, alpha), embedders, scorers, batch)
+                if alpha == 0:   # G(ws + 0·Δ) is the base: its measures are already taken (all deterministic)
+                    emb, scores = base_emb, base_scores
+                else:
+                    emb, scores, _ = _measure(G, apply(ws, delta, alpha), embedders, scorers, batch)
                 entry = {"method": edit.method, "direction": edit.name, "alpha": alpha,
                          "step_norm": float(abs(alpha) * delta.norm()), "identity": {}, "attributes": {}}
                 for e in embedders:
