@@ -48,11 +48,6 @@ def build_encoder(kind: str, G, small: bool = False):
     return Encoder(net, kind, G.latent_avg.clone(), decoder=G if kind.startswith("restyle") else None)
 
 
-def time_fn(fn: Callable, reps: int, device) -> float:
-    """Median ms of `fn()` over `reps` runs after one warm-up (CUDA synchronised around each run)."""
-    return time_interleaved([fn], reps, device)[0][0]
-
-
 def time_interleaved(fns: Sequence[Callable], reps: int, device) -> list[tuple[float, float, float]]:
     """(median wall ms, fastest wall ms, median process-CPU ms) of each `fn()` over `reps` rounds; every round
     runs each fn once, in turn (after one warm-up of each), so load that drifts during the measurement affects all

@@ -254,9 +254,4 @@ def scan_npy(path: Union[str, Path]) -> PickleScan | None:
         return scan
 
 
-def describe(names: list) -> str:
-    """'a.b, c.d' for a message."""
-    return ", ".join(names)
-
-
-__all__ = ["PickleScan", "classify", "describe", "scan_bytes", "scan_file", "scan_npy"]
+__all__ = ["PickleScan", "classify", "scan_bytes", "scan_file", "scan_npy"]

@@ -38,7 +38,6 @@ class TintEditor:
                                       "StyleGAN (start without --demo for the real effect).",
                                command=None, direction_names=list(self.names), direction_meta=meta,
                                skipped_directions=[])
-        self.passes = 0
 
     def edit(self, jobs: Sequence[FaceJob]) -> list[FaceEdit]:
         t0 = time.perf_counter()
@@ -46,7 +45,6 @@ class TintEditor:
         left = self.delay_s - (time.perf_counter() - t0)
         if left > 0:
             time.sleep(left)
-        self.passes += 1
         timing = {"encode_ms": 0.0, "generate_ms": (time.perf_counter() - t0) * 1e3, "batch": len(jobs)}
         for e in out:
             e.timing = timing

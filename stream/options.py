@@ -53,7 +53,6 @@ class EffectConfig:
     gather_ms: float = 4.0                  # editor: wait this long after the first waiting face to batch others
     max_batch: int = 8                      # editor: most faces in one network pass (all streams together)
     staleness_ms: float | None = None       # re-paste an edit up to this age (ms); None -> DEFAULT_STALENESS_MS
-    overlay: bool = False                   # draw the status line (state, fps, edit age) on the output frames
     tracking_only: bool = False             # no networks: track and draw the face only
     demo: bool = False                      # no networks: tint faces by direction (stream.demo.TintEditor)
     profile: bool = False                   # synchronise CUDA at stage boundaries (honest per-stage timings)
@@ -148,7 +147,7 @@ def add_effect_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--live-resolution", type=int, default=None,
                    help="live mode renders the generator up to this size, the size faces are pasted at "
                         "(default 256; 512 or 1024 for large faces in HD video)")
-    g.add_argument("--overlay", action="store_true", default=None,
+    g.add_argument("--overlay", action="store_true",
                    help="draw the status line (state, fps, edit age) on the output frames")
     g.add_argument("--gather-ms", type=float, default=None,
                    help="editor: after the first waiting face, wait this long for faces of other streams to batch "
