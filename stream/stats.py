@@ -1,6 +1,9 @@
 """A session's counters and stage timings (moving averages): one implementation every door reads."""
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 EMA = 0.1     # weight of the newest sample in the moving averages
@@ -67,3 +70,31 @@ class SessionCounters:
                 "stale": self.stale, "no_face": self.no_face, "too_small": self.too_small, "disabled": self.disabled,
                 "t": self.t, "edit_age_ms": self.edit_age_ms, "max_edit_age_ms": self.max_edit_age_ms,
                 "batch": self.batch, "stage_ms": dict(self.stage_ms), "last_ms": dict(self.last_ms)}
+
+
+class EditRate:
+    """Faces edited per second over the last `window_s` seconds: an editor backend's `edits_per_s` (thread-safe:
+    passes are added by the editor's thread, the rate read by any)."""
+
+    def __init__(self, window_s: float = 5.0):
+        self.window_s = float(window_s)
+        self._done: deque = deque()     # (t_done monotonic s, faces) of recent passes or replies
+        self._lock = threading.Lock()
+
+    def add(self, faces: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._done.append((now, faces))
+            self._trim(now)
+
+    def per_s(self, now: float | None = None) -> float:
+        """Faces after the window's first pass over the time since it (0 with fewer than two passes)."""
+        with self._lock:
+            self._trim(time.monotonic() if now is None else now)
+            done = list(self._done)
+        span = (done[-1][0] - done[0][0]) if len(done) > 1 else 0.0
+        return sum(f for _, f in done[1:]) / span if span > 0 else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self._done and self._done[0][0] < now - self.window_s:
+            self._done.popleft()

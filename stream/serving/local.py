@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from stream.errors import ErrorCounter
+from stream.stats import EditRate
 
 log = logging.getLogger(__name__)
-_RATE_WINDOW_S = 5.0
 
 
 @dataclass
@@ -42,7 +42,7 @@ class _Counters:
     requests: int = 0
     cancelled: int = 0
     busy_s: float = 0.0
-    recent: deque = field(default_factory=deque)   # (t_done, faces) of recent passes (edits/s)
+    rate: EditRate = field(default_factory=EditRate)   # faces per second over recent passes
 
 
 class InlineBackend:
@@ -204,20 +204,14 @@ class BatchingBackend:
 
 
 def _count_pass(c: _Counters, faces: int, requests: int, seconds: float) -> None:
-    now = time.monotonic()
     c.batches += 1
     c.faces += faces
     c.requests += requests
     c.busy_s += seconds
-    c.recent.append((now, faces))
-    while c.recent and c.recent[0][0] < now - _RATE_WINDOW_S:
-        c.recent.popleft()
+    c.rate.add(faces)
 
 
 def _stats(c: _Counters, errors: ErrorCounter) -> dict:
-    recent = list(c.recent)
-    span = (recent[-1][0] - recent[0][0]) if len(recent) > 1 else 0.0
-    rate = sum(f for _, f in recent[1:]) / span if span > 0 else 0.0
     return {"batches": c.batches, "faces": c.faces, "requests": c.requests, "cancelled": c.cancelled,
-            "mean_batch": c.faces / c.batches if c.batches else 0.0, "edits_per_s": rate,
+            "mean_batch": c.faces / c.batches if c.batches else 0.0, "edits_per_s": c.rate.per_s(),
             "busy_s": c.busy_s, **errors.as_dict()}

@@ -39,13 +39,13 @@ from typing import Sequence
 from urllib.parse import urlsplit
 
 from stream.errors import ErrorCounter
+from stream.stats import EditRate
 
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 30.0     # a request not answered in this time fails (EditTimeout); the stream goes on
 START_TIMEOUT_S = 300.0      # waiting for the application's first answer (replicas loading networks)
 CONNECT_CHECK_S = 5.0        # TCP check of an explicit HOST:PORT before Ray's own (much longer) retries
-_RATE_WINDOW_S = 5.0
 _SEEN_PASSES = 256           # per replica: recent pass ids kept to count each pass once
 
 
@@ -221,7 +221,7 @@ class RayBackend:
         self._counts = {"requests": 0, "faces": 0, "lost": 0, "timeouts": 0, "cancelled": 0,
                         "round_trip_s": 0.0}
         self._replicas: dict[str, dict] = {}
-        self._recent: deque = deque()
+        self._rate = EditRate()
         log.info("editor on Ray Serve (%s, application %r): %s on %s, %d directions", self.address,
                  config.ray_app, self.info.state, self.info.device_type, len(self.info.direction_names))
 
@@ -266,14 +266,10 @@ class RayBackend:
             replicas = {rid: {"batches": r["batches"], "faces": r["faces"], "batch_faces": r["batch_faces"],
                               "mean_batch": round(r["batch_faces"] / r["batches"], 3) if r["batches"] else 0.0}
                         for rid, r in self._replicas.items()}
-            while self._recent and self._recent[0][0] < now - _RATE_WINDOW_S:
-                self._recent.popleft()
-            recent = list(self._recent)
+            rate = self._rate.per_s(now)
             waiting = len(self._pending)
         batches = sum(r["batches"] for r in replicas.values())
         batch_faces = sum(r["batch_faces"] for r in replicas.values())
-        span = (recent[-1][0] - recent[0][0]) if len(recent) > 1 else 0.0
-        rate = sum(f for _, f in recent[1:]) / span if span > 0 else 0.0
         return {**c, "batches": batches, "mean_batch": batch_faces / batches if batches else 0.0,
                 "edits_per_s": rate, "waiting": waiting, "replicas": replicas, "backend": "ray",
                 "ray_address": self.address, "ray_app": self.config.ray_app, **self.errors.as_dict()}
@@ -343,7 +339,7 @@ class RayBackend:
             self._counts["requests"] += 1
             self._counts["faces"] += len(edits)
             self._counts["round_trip_s"] += now - p.t_submit
-            self._recent.append((now, len(edits)))
+            self._rate.add(len(edits), now)
             rid = timing.get("replica")
             if rid is not None:
                 r = self._replicas.setdefault(rid, {"seen": deque(maxlen=_SEEN_PASSES), "batches": 0, "faces": 0,

@@ -224,3 +224,18 @@ def test_padding_to_a_bucket_leaves_each_face_its_own_edit(nets):
         assert np.abs(a.edit.astype(int) - b.edit.astype(int)).max() <= 1
         assert np.abs(a.base.astype(int) - b.base.astype(int)).max() <= 1
         assert np.allclose(a.memory.ws.numpy(), b.memory.ws.numpy(), atol=1e-4)
+
+
+def test_edit_rate_counts_faces_over_the_recent_window():
+    """`stream.stats.EditRate` (every backend's edits_per_s): faces after the window's first pass per second since
+    it; passes older than the window are forgotten, also when nothing new arrives."""
+    from stream.stats import EditRate
+
+    rate = EditRate(window_s=5.0)
+    assert rate.per_s(now=0.0) == 0.0
+    for t, faces in ((0.0, 3), (1.0, 2), (2.0, 4)):
+        rate.add(faces, now=t)
+    assert rate.per_s(now=2.0) == pytest.approx((2 + 4) / 2.0)
+    rate.add(1, now=6.5)                                   # the pass at 0 s and 1 s leave the window
+    assert rate.per_s(now=6.5) == pytest.approx(1 / 4.5)
+    assert rate.per_s(now=20.0) == 0.0                     # idle past the window: no rate left
