@@ -43,10 +43,8 @@ def find_target(photo: np.ndarray, crop_size: int, landmarker=None, feather_px: 
                 name: str = "the target photo") -> LiveTarget:
     """The largest face of the photo (still-image landmarks), aligned at `crop_size`, with its paste mask."""
     from stream.face.align import align_largest_face  # noqa: PLC0415
-    from stream.face.paste import MASK_WORK_SIZE, face_mask  # noqa: PLC0415
+    from stream.face.paste import paste_mask  # noqa: PLC0415
 
     photo = check_frame(photo)
     aligned = align_largest_face(photo, crop_size, landmarker, name)
-    size = min(aligned.size, MASK_WORK_SIZE)
-    mask = face_mask(aligned, size, feather_px=None if feather_px is None else feather_px * size / aligned.size)
-    return LiveTarget(photo=np.ascontiguousarray(photo), aligned=aligned, mask=mask)
+    return LiveTarget(photo=np.ascontiguousarray(photo), aligned=aligned, mask=paste_mask(aligned, feather_px))

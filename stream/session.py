@@ -250,12 +250,10 @@ class Session(EditorStream):
         return out, self._status(state, faces, edited=len(fresh), age_ms=age_ms)
 
     def _mask(self, aligned):
-        """The feathered face mask, drawn at <= MASK_WORK_SIZE (paste_back warps a mask of any side)."""
-        from stream.face.paste import MASK_WORK_SIZE, face_mask  # noqa: PLC0415
+        """The feathered face mask at this stream's feather (`stream.face.paste.paste_mask`)."""
+        from stream.face.paste import paste_mask  # noqa: PLC0415
 
-        size = min(aligned.size, MASK_WORK_SIZE)
-        feather = self.config.feather_px
-        return face_mask(aligned, size, feather_px=None if feather is None else feather * size / aligned.size)
+        return paste_mask(aligned, self.config.feather_px)
 
     def _elapsed(self) -> float:
         now = self.clock()

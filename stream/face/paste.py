@@ -17,6 +17,14 @@ MASK_WORK_SIZE = 256  # masks are drawn at ≤ this side and resized (they are s
 PASTE_MODES = ("replace", "residual")
 
 
+def paste_mask(aligned: AlignedFace, feather_px: Optional[float] = None) -> np.ndarray:
+    """The mask `paste_back` uses for a face: `face_mask` drawn at min(aligned.size, MASK_WORK_SIZE) (masks are
+    smooth; paste_back warps a mask of any side), `feather_px` given in crop pixels at aligned.size (None: the
+    default 4 % of the side). float32 [S, S] in [0, 1]."""
+    size = min(aligned.size, MASK_WORK_SIZE)
+    return face_mask(aligned, size, feather_px=None if feather_px is None else feather_px * size / aligned.size)
+
+
 def face_mask(aligned: AlignedFace,
               size: Optional[int] = None,
               feather_px: Optional[float] = None,
@@ -88,7 +96,7 @@ def paste_back(frame: np.ndarray,
         edited_crop: uint8 [Se, Se, 3] BGR edited crop of the same quad; any resolution (e.g. 1024 from the
                      generator while ``aligned`` is 256): the transform is rescaled, the image is not.
         aligned:     the :class:`AlignedFace` (its quad and crop-space landmarks).
-        mask:        float32 [Sm, Sm] in [0, 1] (any Sm), default :func:`face_mask` of ``aligned``.
+        mask:        float32 [Sm, Sm] in [0, 1] (any Sm), default :func:`paste_mask` of ``aligned``.
         mode:        "replace": frame ← mask·edited + (1-mask)·frame.
                      "residual": frame ← frame + mask·(edited − base_crop), i.e. G(w+αΔ) − G(w) added to the
                      real face (done in frame space: the real face is never resampled).
@@ -110,7 +118,7 @@ def paste_back(frame: np.ndarray,
         if base.shape != edited.shape:
             raise ValueError(f"base_crop {list(base.shape)} and edited_crop {list(edited.shape)} differ in shape")
     if mask is None:
-        mask = face_mask(aligned, size=min(aligned.size, MASK_WORK_SIZE))
+        mask = paste_mask(aligned)
     mask = np.asarray(mask, dtype=np.float32)
     if mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
         raise ValueError(f"mask must be a square [S, S] float array, got {list(mask.shape)}")
