@@ -171,15 +171,23 @@ def apply_key(session, key: int) -> str | None:
     return f"controls: {alphas}; effect {'on' if new.enabled else 'off'}; animate {'on' if new.animate else 'off'}"
 
 
+EFFECT_STAT_KEYS = ("tracked", "edited", "edits", "no_face", "too_small", "waiting", "stale", "faces", "stage_ms",
+                    "edit_age_ms", "max_edit_age_ms", "batch")
+
+
+def effect_stats(stats: dict) -> dict:
+    """The "effect" part of a stats message (the page's and the control endpoint's) from a driver's stats."""
+    return {k: stats.get(k) for k in EFFECT_STAT_KEYS}
+
+
 def live_stats(driver) -> dict:
     """The page's stats message (web.peer.Peer.snapshot's keys) for a live run's driver."""
     s = driver.stats()
-    effect = {k: s.get(k) for k in ("tracked", "edited", "edits", "no_face", "too_small", "waiting", "stale", "faces",
-                                    "stage_ms", "edit_age_ms", "max_edit_age_ms", "batch")}
+    effect = effect_stats(s)
     return {"type": "stats", "fps": round(s.get("fps_out", 0.0), 2), "latency_ms": round(s.get("latency_ms", 0.0), 2),
             "process_ms": round(s.get("stage_ms", {}).get("process", 0.0), 2), "frames_in": s.get("frames_in"),
             "frames_out": s.get("processed"), "dropped": s.get("dropped"),
-            "errors": s.get("errors", 0) + s["driver_errors"]["errors"], "state": s.get("state"),
+            "errors": s["errors_total"], "state": s.get("state"),
             "message": s.get("message"), "edit_age_ms": s.get("edit_age_ms"), "effect": effect,
             "controls": s.get("controls"), "max_faces": s.get("max_faces")}
 

@@ -237,11 +237,11 @@ class FrameDriver:
         return {**session, "frames_in": self.frames_in, "processed": self.processed, "dropped": self.dropped,
                 "fps_in": self._rate_in.fps(), "fps_out": self._rate_out.fps(),
                 "latency_ms": self.stage_ms.get("total", 0.0), "stage_ms": stage_ms,
-                "driver_errors": self.errors.as_dict()}
+                "driver_errors": self.errors.as_dict(),
+                "errors_total": session.get("errors", 0) + self.errors.total}   # the session's and the driver's
 
     def draw_overlay(self, frame: np.ndarray, status=None) -> np.ndarray:
         """A copy of the frame with the status line and "in/out fps, dropped, latency" drawn top-left."""
         text = (f"in {self._rate_in.fps():.1f} fps  out {self._rate_out.fps():.1f} fps  drop {self.dropped}  "
                 f"{self.stage_ms.get('total', 0.0):.0f} ms")
-        out = draw_status(frame, status.message if status is not None else "")
-        return draw_status(out, text, line=1) if text else out
+        return draw_status(frame, status.message if status is not None else "", text)

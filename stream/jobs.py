@@ -188,7 +188,7 @@ def run_live(source, effect, controls, outputs: LiveOutputs, *, fps: float | Non
     session.close()
     result.frames, result.dropped = stats["frames_in"], stats["dropped"]
     result.edited, result.no_face = stats["edited"], stats["no_face"] + stats["too_small"]
-    result.errors = stats["errors"] + stats["driver_errors"]["errors"]
+    result.errors = stats["errors_total"]
     result.seconds = time.monotonic() - t0
     return result
 

@@ -80,7 +80,7 @@ def soak(seconds: float, engine_ms: float, fps: float = 30.0, clip: str | None =
             "staleness_ms": staleness_ms, "rss_start_mb": round(rss0, 1), "rows": rows,
             "frames_in": s["frames_in"], "processed": s["processed"], "dropped": s["dropped"],
             "edits": s["edits"], "edited_frames": s["edited"], "max_edit_age_ms": round(s["max_edit_age_ms"], 1),
-            "errors": s["errors"] + s["driver_errors"]["errors"],
+            "errors": s["errors_total"],
             "accounted": s["frames_in"] == s["processed"] + s["dropped"]}
 
 

@@ -90,10 +90,11 @@ def describe(state: str, *, faces: int = 0, edit_age_ms: float | None = None, bo
     raise ValueError(f"unknown state {state!r}; use one of {', '.join(STATES)}")
 
 
-def draw_status(frame: np.ndarray, text: str, line: int = 0) -> np.ndarray:
-    """A copy of the frame with `text` drawn white-on-black at the top-left (`line` 0, 1, ... stacks lines)."""
+def draw_status(frame: np.ndarray, *lines: str) -> np.ndarray:
+    """A copy of the frame with `lines` drawn white-on-black at the top-left, one under the other."""
     out = frame.copy()
-    put_text(out, text, (8, 20 + 18 * line))
+    for i, text in enumerate(lines):
+        put_text(out, text, (8, 20 + 18 * i))
     return out
 
 

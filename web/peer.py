@@ -45,6 +45,7 @@ import logging
 import time
 import uuid
 
+from stream.control import effect_stats
 from web.guard import MessageGate
 from web.reenact import KnownFaces, ReenactSettings, SessionSwitch
 
@@ -348,8 +349,7 @@ class Peer:
         n = len(window)
         span = span_s or self.server.config.stats_interval_s
         s = self.driver.stats()
-        effect = {k: s.get(k) for k in ("tracked", "edited", "edits", "no_face", "too_small", "waiting", "stale", "faces",
-                                        "stage_ms", "edit_age_ms", "max_edit_age_ms", "batch")}
+        effect = effect_stats(s)
         reenact = s.get("reenact")
         if reenact is not None:
             session, target = self.reenact, self.reenact_target
@@ -362,7 +362,7 @@ class Peer:
             "process_ms": round(1000 * sum(w[1] for w in window) / n, 2) if n else None,
             "frames_in": self.frames_in, "frames_out": self.frames_out,
             "dropped": s["dropped"] + self.output_dropped + self.backlog_skipped,
-            "errors": s["errors"] + s["driver_errors"]["errors"],
+            "errors": s["errors_total"],
             "state": s.get("state"), "message": s.get("message"), "edit_age_ms": s.get("edit_age_ms"),
             "effect": effect, "size": list(self.size), "mode": self.server.mode,
             "controls": self.session.controls.to_dict(), "max_faces": self.session.max_faces,
