@@ -109,8 +109,6 @@ def _with_effect(args, source, controls, config) -> int:
     from stream.effect import Effect  # noqa: PLC0415
 
     file_job = not (args.camera is not None or args.virtual_camera or args.preview)
-    if file_job and config.aligner is None:   # offline: the crops the encoders were trained on, whatever the device
-        config.aligner = "dlib68"
     try:
         effect = Effect.open(config, batching=not file_job)
     except (ValueError, FileNotFoundError) as exc:

@@ -100,10 +100,11 @@ class Effect:
 
     # ------------------------------------------------------------------ sessions
     def new_session(self, controls: Controls | None = None, clock: Callable[[], float] = time.monotonic,
-                    stream_id: str | None = None) -> Session:
-        """A fresh per-stream session (its own tracker, memories, controls, counters)."""
+                    stream_id: str | None = None, offline: bool = False) -> Session:
+        """A fresh per-stream session (its own tracker, memories, controls, counters); `offline` for a file or photo
+        job (aligned as the encoders were trained, whatever the device: `EffectConfig.aligner_for`)."""
         return Session(self.backend, self.config, controls=controls, landmarker_factory=self._landmarker_factory,
-                       clock=clock, stream_id=stream_id)
+                       clock=clock, stream_id=stream_id, offline=offline)
 
     new_state = new_session
 

@@ -64,7 +64,7 @@ def edit_file(source, effect, controls, out_path, *, fps: float | None = None, m
     from stream.sinks import FileSink  # noqa: PLC0415
 
     now = {"t": 0.0}
-    session = effect.new_session(controls=controls, clock=lambda: now["t"])
+    session = effect.new_session(controls=controls, clock=lambda: now["t"], offline=True)
     result, report = JobResult(), StatusReporter()
     total = max_frames or getattr(source, "frame_count", None) or None
     t0 = time.monotonic()

@@ -104,15 +104,16 @@ class EffectConfig:
             return float(self.staleness_ms)
         return DEFAULT_STALENESS_MS.get(device_type, DEFAULT_STALENESS_MS["cpu"])
 
-    def aligner_for(self, device_type: str) -> str:
+    def aligner_for(self, device_type: str, offline: bool = False) -> str:
         """The crop aligner: the configured one; else dlib68 (the crops the encoders were trained on), except live
-        mode with the networks on the CPU, where dlib's +8 ms per face per frame competes with them for the same
+        streams (not `offline`: a file or photo job, whose frames wait for their edits) in live mode with the
+        networks on the CPU, where dlib's +8 ms per face per frame competes with them for the same
         cores (measured on 2 cores: tracking 13.1 vs 4.9 ms per 640x480 frame; 4 cameras hold 30 fps with MediaPipe's
         quad, 20 fps with dlib's) -- there MediaPipe's own quad (0.84 % vs 1.70 % of the side from the official quad
         on clips: README "Alignment")."""
         if self.aligner is not None:
             return self.aligner
-        return "mediapipe" if device_type == "cpu" and self.mode == "live" else "dlib68"
+        return "mediapipe" if device_type == "cpu" and self.mode == "live" and not offline else "dlib68"
 
     def to_dict(self) -> dict:
         return asdict(self)

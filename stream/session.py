@@ -72,13 +72,14 @@ class EditorStream(Closeable):
                  landmarker_factory: Callable[[], Any] | None,  # () -> detect(frame) -> [[478, 2]]; None: MediaPipe
                  clock: Callable[[], float],                # seconds (tests pass a fake)
                  stream_id: str | None,                     # its name in the editor's queue (None: a random one)
-                 logger: logging.Logger):                   # where its errors are logged (once per kind)
+                 logger: logging.Logger,                    # where its errors are logged (once per kind)
+                 offline: bool = False):                    # a file/photo job: aligned as the encoders were trained
         self.backend = backend
         self.info = backend.info
         self.config = config
         self.id = stream_id or uuid.uuid4().hex[:8]
         self.clock = clock
-        self.tracker = make_tracker(config, self.info.crop_size, landmarker_factory, self.info.device_type)
+        self.tracker = make_tracker(config, self.info.crop_size, landmarker_factory, self.info.device_type, offline)
         self.counters = SessionCounters()
         self.errors = ErrorCounter(logger)
         self.last_status = st.FrameStatus(st.WAITING)
@@ -129,11 +130,12 @@ class Session(EditorStream):
                  controls: Controls | None = None,          # starting controls (default: no direction, residual)
                  landmarker_factory: Callable[[], Any] | None = None,  # () -> detect(frame) -> [[478, 2]]
                  clock: Callable[[], float] = time.monotonic,  # seconds; animation, ages (tests pass a fake)
-                 stream_id: str | None = None):
+                 stream_id: str | None = None,
+                 offline: bool = False):                    # a file/photo job (`EffectConfig.aligner_for`)
         config = config or EffectConfig()
         self.controls = controls or Controls(paste_mode=config.paste_mode)
         self.staleness_s = config.staleness_for(backend.info.device_type) / 1e3
-        super().__init__(backend, config, landmarker_factory, clock, stream_id, log)
+        super().__init__(backend, config, landmarker_factory, clock, stream_id, log, offline)
         self._t0: float | None = None
 
     # ------------------------------------------------------------------ controls
@@ -279,15 +281,15 @@ class Session(EditorStream):
 
 
 def make_tracker(config: EffectConfig, crop_size: int, landmarker_factory: Callable[[], Any] | None = None,
-                 device_type: str = "cpu"):
+                 device_type: str = "cpu", offline: bool = False):
     """A per-stream `stream.face.tracking.FaceTracker` aligning at the editor's crop size with the config's aligner
-    for the editor's device (`EffectConfig.aligner_for`)."""
+    for the editor's device and the kind of stream (`EffectConfig.aligner_for`)."""
     from stream.face.tracking import FaceTracker  # noqa: PLC0415
 
     landmarker = landmarker_factory() if landmarker_factory is not None else None
     return FaceTracker(max_faces=config.max_faces, align_size=crop_size, min_eye_dist_px=config.min_eye_dist_px,
                        smooth=config.smoothing, landmarker=landmarker, reset_threshold=config.reset_threshold,
-                       aligner=config.aligner_for(device_type))
+                       aligner=config.aligner_for(device_type, offline))
 
 
 def draw_tracking(frame: np.ndarray, faces: list) -> np.ndarray:

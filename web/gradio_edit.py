@@ -58,7 +58,7 @@ def micromotion_frames(effect, image_bgr: np.ndarray, direction: str | None, alp
     if n_frames < 2:
         raise ValueError(f"n_frames must be at least 2, got {n_frames}")
     steps = warmup + n_frames
-    session = effect.new_session()
+    session = effect.new_session(offline=True)
     try:
         session.set_controls(make_controls(effect, direction, alpha, t=0.0))
         for k in range(warmup):

@@ -445,3 +445,18 @@ def test_live_mode_renders_at_live_resolution_and_paper_mode_at_full(tiny_nets, 
     assert np.array_equal(out[outside], face_frame[outside])
     with pytest.raises(ValueError, match="live_resolution"):
         EffectConfig(live_resolution=100)
+
+
+def test_file_and_photo_jobs_align_as_the_encoders_were_trained_on_any_device(tiny_nets, face_landmarks):
+    """Live streams on a CPU editor use MediaPipe's quad (dlib's cost competes with the networks there); a file or
+    photo job (`offline`) always uses dlib68 unless --aligner says otherwise -- the page, Gradio and the CLI alike."""
+    effect = make_effect(tiny_nets, [face_landmarks])
+    live, offline = effect.new_session(), effect.new_session(offline=True)
+    try:
+        assert live.tracker.aligner == "mediapipe" and offline.tracker.aligner == "dlib68"
+    finally:
+        live.close(), offline.close()
+    pinned = make_effect(tiny_nets, [face_landmarks], aligner="mediapipe")
+    session = pinned.new_session(offline=True)
+    assert session.tracker.aligner == "mediapipe"
+    session.close()
