@@ -304,14 +304,12 @@ def _network_meta(args, E, G, device, precision: str) -> dict:
 
 def _reenact_camera(args, options) -> int:
     """`--camera N`: the webcam drives the target on the live path (calibration, then the editor's rate) → --out."""
-    import cv2  # noqa: PLC0415
-
     from stream import reenact_camera, reenact_job  # noqa: PLC0415 (entry point composes layers)
     from stream.editor import Editor  # noqa: PLC0415
     from stream.effect import Effect  # noqa: PLC0415
     from stream.options import EffectConfig  # noqa: PLC0415
     from stream.reenact_calibration import check_live_options, check_paste_mode  # noqa: PLC0415
-    from stream.sources import WebcamSource  # noqa: PLC0415
+    from stream.sources import WebcamSource, read_image  # noqa: PLC0415
 
     check_paste_mode(args.paste_mode)
     check_live_options(options, args.calibration, None)
@@ -322,9 +320,10 @@ def _reenact_camera(args, options) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UserError(f"output folder {out.parent} does not exist; create it or pass another --out")
-    photo = cv2.imread(str(args.target), cv2.IMREAD_COLOR)
-    if photo is None:
-        raise UserError(f"{args.target} is not an image OpenCV can read; pass a jpg, png, bmp, webp or tiff")
+    try:
+        photo = read_image(args.target)   # header checked before decoding, as every door's uploads
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--target: {exc}") from None
     try:
         source = WebcamSource(args.camera)
     except RuntimeError as exc:

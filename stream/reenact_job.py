@@ -255,10 +255,9 @@ def run_job(
                                               # stages "target", "invert", "fit", "render"
 ) -> JobReport:
     """Reenact the target photo with the driver clip and write the video (+ sidecar). See the module docstring."""
-    import cv2  # noqa: PLC0415
-
     from directions.reenact import ReenactOptions, reenact_sequence, resolve_layers  # noqa: PLC0415
     from stream.sinks import FileSink  # noqa: PLC0415
+    from stream.sources import read_image  # noqa: PLC0415
 
     options = options or ReenactOptions()
     if paste_mode not in PASTE_MODES:
@@ -270,9 +269,7 @@ def run_job(
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output folder {out.parent} does not exist; create it or pass another --out")
     resolve_layers(options.layers, G.num_ws)  # a bad layer range fails before any inversion
-    photo = cv2.imread(str(target), cv2.IMREAD_COLOR)
-    if photo is None:
-        raise ValueError(f"{target} is not an image OpenCV can read; pass a jpg, png, bmp, webp or tiff")
+    photo = read_image(target)   # header checked before decoding (stream.probe): UploadRefused is a ValueError
 
     step = on_progress or (lambda stage, done, total: None)
     seconds = {}

@@ -217,6 +217,22 @@ def test_target_without_face_is_one_line(tiny_nets, clips):
     assert not (clips / "x.mp4").exists()
 
 
+def test_target_photo_is_checked_from_its_header_before_decoding(tiny_nets, clips):
+    """The target is read as every door reads uploads (`stream.sources.read_image`): a file that is not a photo, or
+    declares more pixels than the limit, is refused by name before anything is decoded or written."""
+    from hostile_media import huge_png
+
+    G, E = tiny_nets
+    fake = clips / "notes.png"
+    fake.write_bytes(b"this is not an image")
+    with pytest.raises(ValueError, match="'notes.png' could not be read as an image"):
+        reenact_job.run_job(clips / "driver.mp4", fake, clips / "x.mp4", E, G, progress=False)
+    huge = huge_png(clips / "huge.png")    # 13000 x 13000 declared, a few KB on disk
+    with pytest.raises(ValueError, match="'huge.png' declares images of 13000×13000 pixels"):
+        reenact_job.run_job(clips / "driver.mp4", huge, clips / "x.mp4", E, G, progress=False)
+    assert not (clips / "x.mp4").exists()
+
+
 # ------------------------------------------------------------------------------------------------ the door
 
 
