@@ -16,7 +16,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-LIVE_PASTE_MODES = ("residual", "replace")
+from stream.controls import PASTE_MODES as LIVE_PASTE_MODES  # live reenactment pastes as the live edit does
 CALIBRATION = 40           # driver latents the motion model is learned from
 CALIBRATION_S = 4.0        # ... collected over at least this many seconds (the user moves meanwhile)
 

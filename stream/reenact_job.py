@@ -26,9 +26,11 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from stream.reenact_calibration import LIVE_PASTE_MODES
+
 log = logging.getLogger(__name__)
 
-PASTE_MODES = ("residual", "replace", "none")
+PASTE_MODES = (*LIVE_PASTE_MODES, "none")   # the clip job may also write the generated face alone
 ALIGN_SIZE = 256          # the driver and target are aligned at this size (the encoders' input)
 METADATA_KEY = "comment"  # mp4 keeps a handful of tag names; "comment" holds the JSON
 

@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from stream.reenact_calibration import LIVE_PASTE_MODES
+from stream.reenact_job import PASTE_MODES   # the clip job's; live: LIVE_PASTE_MODES
+
 log = logging.getLogger("web.gradio")
 
 METHODS = ("rpca", "pca", "none")
-PASTE_MODES = ("residual", "replace", "none")          # the clip job's; live: residual | replace
-LIVE_PASTE_MODES = ("residual", "replace")
 MAX_RANK = 64             # motion subspace dimension (the fit also needs more face frames than the rank)
 MAX_SMOOTHING = 50.0      # temporal σ in frames (the kernel spans ±3σ frames: bounded work)
 BATCH = 8                 # driver frames per network call
