@@ -33,9 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
 
+    if args.max_driver_frames < 2:
+        print("error: --max-driver-frames must be >= 2 (a motion needs two frames)", file=sys.stderr)
+        return 2
+
     from stream.effect import Effect
     from stream.options import config_from_args
     from web.gradio_app import build_app
+    from web.gradio_status import effect_lines
     from web.gradio_uploads import Limits
 
     try:
@@ -43,20 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from web.gradio_status import effect_lines
-
-    for line in effect_lines(effect.info):   # what every tab also says: missing networks/directions, skipped files
-        logging.getLogger("web.gradio").warning("%s", line)
-    if args.max_driver_frames < 2:
-        print("error: --max-driver-frames must be >= 2 (a motion needs two frames)", file=sys.stderr)
-        return 2
-    limits = Limits(max_image_mb=args.max_image_mb, max_video_mb=args.max_video_mb, max_clip_s=args.max_clip_s,
-                    max_driver_frames=args.max_driver_frames)
-    app = build_app(effect, limits=limits)
-    app.queue(default_concurrency_limit=2).launch(
-        server_name=args.host, server_port=args.port, max_file_size=f"{int(args.max_video_mb)}mb",
-        ssl_certfile=args.cert, ssl_keyfile=args.key, ssl_verify=not args.cert,  # a self-signed --cert must not fail gradio's self-requests
-        share=False, show_error=True)
+    try:
+        for line in effect_lines(effect.info):   # what every tab also says: missing networks/directions, skipped files
+            logging.getLogger("web.gradio").warning("%s", line)
+        limits = Limits(max_image_mb=args.max_image_mb, max_video_mb=args.max_video_mb, max_clip_s=args.max_clip_s,
+                        max_driver_frames=args.max_driver_frames)
+        app = build_app(effect, limits=limits)
+        app.queue(default_concurrency_limit=2).launch(
+            server_name=args.host, server_port=args.port, max_file_size=f"{int(args.max_video_mb)}mb",
+            ssl_certfile=args.cert, ssl_keyfile=args.key, ssl_verify=not args.cert,  # a self-signed --cert must not fail gradio's self-requests
+            share=False, show_error=True)
+    finally:
+        effect.close()
     return 0
 
 

@@ -286,3 +286,16 @@ def test_alpha_slider_follows_the_chosen_direction(tmp_path):
         update = fn.fn("b_video")
         assert (update.minimum, update.maximum, update.step, update.value) == (0.0, 2.0, 0.02, 1.0)
         assert fn.fn("c_bare").maximum == 5.0
+
+
+def test_gradio_door_refuses_a_bad_limit_before_loading_anything(capsys, monkeypatch):
+    """--max-driver-frames < 2 is one line and exit 2, before any network or direction is loaded."""
+    import stream.effect
+    from web.gradio import main
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the effect was loaded before the flags were checked")
+
+    monkeypatch.setattr(stream.effect.Effect, "open", no_load)
+    assert main(["--demo", "--max-driver-frames", "1"]) == 2
+    assert "--max-driver-frames must be >= 2" in capsys.readouterr().err
