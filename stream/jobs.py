@@ -163,27 +163,16 @@ def run_live(source, effect, controls, outputs: LiveOutputs, *, fps: float | Non
     result, report = JobResult(), StatusReporter()
     t0 = time.monotonic()
 
-    def frames():
-        for i, (frame, _ts) in enumerate(source):
-            if outputs.quit or (max_frames is not None and i >= max_frames):
-                return
-            yield frame
+    def keys() -> None:
+        for key in outputs.take_keys():
+            said = apply_key(session, key)
+            if said:
+                print(f"[micromotion] {said}", file=sys.stderr, flush=True)
 
-    driver.feed(frames(), fps=fps, block=False)
-    try:
-        while driver.feeding and not outputs.quit:
-            _write(driver.get_output(timeout=0.05), outputs, result, report)
-            for key in outputs.take_keys():
-                said = apply_key(session, key)
-                if said:
-                    print(f"[micromotion] {said}", file=sys.stderr, flush=True)
-    except KeyboardInterrupt:
-        pass
-    outputs.quit = True
+    drive_live(driver, source, outputs, lambda got: _write(got, outputs, result, report), fps=fps,
+               max_frames=max_frames, between=keys)
     if control is not None:
         control.detach()
-    driver.stop(drain=True)
-    _write(driver.get_output(timeout=0), outputs, result, report)
     stats = driver.stats()
     session.close()
     result.frames, result.dropped = stats["frames_in"], stats["dropped"]
@@ -191,6 +180,36 @@ def run_live(source, effect, controls, outputs: LiveOutputs, *, fps: float | Non
     result.errors = stats["errors_total"]
     result.seconds = time.monotonic() - t0
     return result
+
+
+def drive_live(driver, source, outputs: LiveOutputs, on_output: Callable[[Any], None], *, fps: float | None = None,
+               max_frames: int | None = None, seconds: float | None = None,
+               clock: Callable[[], float] = time.monotonic, between: Callable[[], None] | None = None) -> None:
+    """The live loop of every camera job: feed the source's frames (paced at `fps` when given) to a started
+    `stream.driver.FrameDriver` and hand each `get_output()` result (None when nothing came) to `on_output` as it
+    comes, until the source ends, `max_frames` source frames or `seconds` have passed, `outputs.quit` (the preview
+    closed) or Ctrl-C; then stop the driver, draining the frame in flight to `on_output`. `between()` runs after
+    each poll (e.g. the preview's keys)."""
+    t0 = clock()
+
+    def frames():
+        for i, (frame, _ts) in enumerate(source):
+            if outputs.quit or (max_frames is not None and i >= max_frames) or \
+                    (seconds is not None and clock() - t0 >= seconds):
+                return
+            yield frame
+
+    driver.feed(frames(), fps=fps, block=False)
+    try:
+        while driver.feeding and not outputs.quit:
+            on_output(driver.get_output(timeout=0.05))
+            if between is not None:
+                between()
+    except KeyboardInterrupt:
+        log.info("stopped (Ctrl-C)")
+    outputs.quit = True
+    driver.stop(drain=True)
+    on_output(driver.get_output(timeout=0))
 
 
 def _write(got, outputs: LiveOutputs, result: JobResult, report: StatusReporter) -> None:

@@ -70,7 +70,7 @@ def run_camera_job(
     from tqdm import tqdm  # noqa: PLC0415
 
     from stream.driver import FrameDriver  # noqa: PLC0415
-    from stream.jobs import LiveOutputs, StatusReporter  # noqa: PLC0415
+    from stream.jobs import LiveOutputs, StatusReporter, drive_live  # noqa: PLC0415
 
     out = Path(out)
     if not out.parent.is_dir():
@@ -84,13 +84,6 @@ def run_camera_job(
     count = {"written": 0}
     report = StatusReporter() if not progress else None  # the bar's postfix shows the status otherwise
     t0 = clock()
-
-    def frames():
-        for i, (frame, _ts) in enumerate(source):
-            if outputs.quit or (max_frames is not None and i >= max_frames) or \
-                    (seconds is not None and clock() - t0 >= seconds):
-                return
-            yield frame
 
     def write(got, bar) -> None:
         if got is None:
@@ -110,15 +103,8 @@ def run_camera_job(
 
     try:
         with tqdm(total=max_frames, desc="reenact (camera)", unit="frame", disable=not progress) as bar:
-            driver.feed(frames(), fps=fps if pace else None, block=False)
-            try:
-                while driver.feeding and not outputs.quit:
-                    write(driver.get_output(timeout=0.05), bar)
-            except KeyboardInterrupt:
-                log.info("stopped (Ctrl-C)")
-            outputs.quit = True
-            driver.stop(drain=True)
-            write(driver.get_output(timeout=0), bar)
+            drive_live(driver, source, outputs, lambda got: write(got, bar), fps=fps if pace else None,
+                       max_frames=max_frames, seconds=seconds, clock=clock)
     finally:
         outputs.close()
     stats, written = driver.stats(), count["written"]
