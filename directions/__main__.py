@@ -384,18 +384,13 @@ def _find_faces(paths, size: int):
 
 def _photo_latents(folder: str, encoder: str, device: str):
     """W+ codes [N, num_ws, w_dim] of the faces in a folder of photos (aligned by stream.face, inverted by E)."""
-    import torch  # noqa: PLC0415
-
     import engine  # noqa: PLC0415
-    from directions.video import crops_to_tensor  # noqa: PLC0415
+    from directions.video import anchor_video  # noqa: PLC0415
     from stream.face.clip import aligned_crops_from_source  # noqa: PLC0415 (entry point composes layers)
 
     E = engine.load_encoder(encoder, device=device)
     crops, labels = aligned_crops_from_source(folder, size=E.input_size, is_folder=True)
-    with torch.no_grad():
-        ws = torch.cat([E(crops_to_tensor(crops[i:i + 8], E.input_size).to(device)).float().cpu()
-                        for i in range(0, len(crops), 8)])
-    return ws, labels
+    return anchor_video(crops, E, n=None, batch_size=8), labels
 
 
 def cmd_identity(args) -> int:

@@ -100,26 +100,22 @@ def load_networks(encoder: str, generator: Optional[str] = None, device: str = "
 
 
 def encode_crops(E, crops: list, batch: int = 8):
-    """Aligned uint8 [S, S, 3] BGR crops → W+ codes float32 [N, num_ws, w_dim] on the CPU (E's own iterations)."""
+    """Aligned uint8 [S, S, 3] BGR crops → W+ codes float32 [N, num_ws, w_dim] on the CPU (E's own iterations):
+    video anchoring's inversion (`directions.video.anchor_video`) of every crop, in order."""
     import torch  # noqa: PLC0415
 
-    from directions.video import crops_to_tensor  # noqa: PLC0415
+    from directions.video import anchor_video  # noqa: PLC0415
 
-    p = next(E.parameters())
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(crops), max(1, int(batch))):
-            x = crops_to_tensor(crops[s:s + batch], int(E.input_size)).to(device=p.device, dtype=p.dtype)
-            out.append(E(x).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, E.num_ws, E.w_dim)
+    if not crops:
+        return torch.zeros(0, E.num_ws, E.w_dim)
+    return anchor_video(crops, E, n=None, batch_size=batch)
 
 
 def images_to_bgr(images) -> np.ndarray:
-    """Generator output [N, 3, R, R] in about [-1, 1] (RGB) → uint8 [N, R, R, 3] BGR."""
-    import torch  # noqa: PLC0415
+    """Generator output [N, 3, R, R] in about [-1, 1] (RGB) → uint8 [N, R, R, 3] BGR (the editor's conversion)."""
+    from stream.editor import images_to_u8  # noqa: PLC0415
 
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return np.ascontiguousarray(x.flip(1).permute(0, 2, 3, 1).cpu().numpy())
+    return images_to_u8(images.detach(), images.shape[-1]).cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------------ stages
