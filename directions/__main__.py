@@ -294,12 +294,12 @@ def cmd_reenact(args) -> int:
 
 def _network_meta(args, E, G, device, precision: str) -> dict:
     """Names and sha256 of the networks (saved with every reenactment output)."""
-    from engine.checkpoints import file_sha256, resolve_path  # noqa: PLC0415
+    from engine.checkpoints import source_sha256  # noqa: PLC0415
 
     return {"encoder": str(args.encoder), "encoder_kind": getattr(E, "kind", None),
-            "encoder_sha256": getattr(E, "source_sha256", None) or file_sha256(resolve_path(args.encoder)),
+            "encoder_sha256": source_sha256(E),
             "generator": str(args.generator) if args.generator else f"{args.encoder} (its decoder)",
-            "generator_sha256": getattr(G, "source_sha256", None), "device": str(device), "precision": precision}
+            "generator_sha256": source_sha256(G), "device": str(device), "precision": precision}
 
 
 def _reenact_camera(args, options) -> int:

@@ -136,6 +136,7 @@ def _text_anchors(args, G, device, bar):
 def _video_anchors(args, G, device, align_source):
     import engine  # noqa: PLC0415
     from directions.video import select_frames  # noqa: PLC0415
+    from engine.checkpoints import source_sha256  # noqa: PLC0415
 
     log.info("loading encoder %s", args.encoder)
     E = engine.load_encoder(args.encoder, device=device)
@@ -153,7 +154,7 @@ def _video_anchors(args, G, device, align_source):
     meta = dict(
         source="video" if args.video else "frames", clip=str(source), frames=[labels[i] for i in idx],
         frames_with_face=len(crops), encoder=str(args.encoder), encoder_kind=E.kind,
-        encoder_sha256=getattr(E, "source_sha256", None),
+        encoder_sha256=source_sha256(E),
     )
     return anchors, meta
 

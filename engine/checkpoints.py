@@ -43,6 +43,21 @@ def file_sha256(path: str | Path) -> str:
     return sha256_file(path)
 
 
+def source_sha256(module) -> str | None:
+    """The sha256 of the weights file `module` was loaded from: the loader's `source_sha256` (generators hash at
+    load), else `source_path` hashed now and kept on the module (encoders: hashed only when a file records it, not
+    at every start). None for networks built in memory, or when the file can no longer be read."""
+    known = getattr(module, "source_sha256", None)
+    path = getattr(module, "source_path", None)
+    if known or not path:
+        return known
+    try:
+        module.source_sha256 = file_sha256(path)
+    except OSError:
+        return None
+    return module.source_sha256
+
+
 def resolve_path(path_or_name: str | Path) -> Path:
     """An existing file as is; anything else is looked up as a manifest name by `engine.weights.resolve`.
 

@@ -144,7 +144,6 @@ class ReenactNetworks:
     def __init__(self, effect):
         self.effect = effect
         self._loaded: tuple | None = None
-        self._hashes: dict = {}       # id(module) -> sha256 of its weights file (hashed once)
         self._lock = threading.Lock()
 
     def get(self) -> tuple[Any, Any, dict]:
@@ -176,32 +175,18 @@ class ReenactNetworks:
         return E, G, self._meta(E, G, "loaded for reenactment", str(device), "fp32")
 
     def _meta(self, E, G, source: str, device: str, precision: str) -> dict:
+        from engine.checkpoints import source_sha256
+
         config = getattr(self.effect, "config", None)
         encoder = getattr(config, "encoder", None)
         generator = getattr(config, "generator", None)
         return {"networks": source,
                 "encoder": Path(str(encoder)).name if encoder else None,
                 "encoder_kind": getattr(E, "kind", None),
-                "encoder_sha256": self._sha256(E),
+                "encoder_sha256": source_sha256(E),
                 "generator": Path(str(generator)).name if generator else "the encoder's decoder",
-                "generator_sha256": self._sha256(G),
+                "generator_sha256": source_sha256(G),
                 "device": str(device), "precision": str(precision)}
-
-    def _sha256(self, module) -> str | None:
-        """The sha256 of the file `module` was loaded from (the loader's, else hashed once here, as the CLI does);
-        None for networks built in memory."""
-        key = id(module)
-        if key not in self._hashes:
-            known, path = getattr(module, "source_sha256", None), getattr(module, "source_path", None)
-            if not known and path:
-                from engine.checkpoints import file_sha256
-
-                try:
-                    known = file_sha256(path)
-                except OSError:
-                    known = None
-            self._hashes[key] = known
-        return self._hashes[key]
 
 
 # ------------------------------------------------------------------------------------------------ the clip job

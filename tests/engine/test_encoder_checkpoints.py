@@ -164,6 +164,23 @@ def test_tiny_round_trip(tmp_path, encoder_type, input_nc):
         torch.testing.assert_close(E.decoder(E0.latent_avg[None]), E0.decoder(E0.latent_avg[None]), rtol=0, atol=0)
 
 
+def test_source_sha256_hashes_the_loaded_file_once(tmp_path):
+    """`engine.checkpoints.source_sha256`: an encoder's weights file hashed on first ask and kept; None for a
+    network built in memory (the hash every reenactment and build output records)."""
+    import hashlib
+
+    import engine
+    from engine.checkpoints import source_sha256
+
+    path, E0 = tiny_checkpoint(tmp_path / "enc.pt", "BackboneEncoder", 6)
+    E = engine.load_encoder(str(path))
+    want = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert source_sha256(E) == want
+    path.unlink()                                    # kept on the module: not read again
+    assert source_sha256(E) == want
+    assert source_sha256(E0) is None
+
+
 def test_restyle_default_iterations_and_plain_latent_avg(tmp_path):
     """No n_iters_per_batch in opts → the reference default 5; a [w_dim] latent_avg is repeated over num_ws."""
     path, E0 = tiny_checkpoint(tmp_path / "enc.pt", opts_extra={"n_iters_per_batch": None})
