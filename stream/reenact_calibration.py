@@ -19,6 +19,8 @@ import numpy as np
 from stream.controls import PASTE_MODES as LIVE_PASTE_MODES  # live reenactment pastes as the live edit does
 CALIBRATION = 40           # driver latents the motion model is learned from
 CALIBRATION_S = 4.0        # ... collected over at least this many seconds (the user moves meanwhile)
+MAX_CALIBRATION = 200      # most calibration latents a hosted door (page, Gradio) takes (each [num_ws, w_dim] float32)
+MAX_CALIBRATION_S = 60.0   # ... over at most this many seconds
 
 
 class CalibrationWindow:

@@ -226,6 +226,7 @@ def reenact_tabs(gr, effect, limits: Limits, refuse) -> None:
     """The "Reenact" tab (driver clip + target photo → video) and the "Reenact live" tab (the webcam drives the
     photo), inside the app's Blocks. Their work is `web.gradio_reenact`'s."""
     from stream.controls import finite
+    from stream.reenact_calibration import MAX_CALIBRATION, MAX_CALIBRATION_S
     from web.gradio_reenact import (NotReenacted, ReenactNetworks, ReenactWebcam, check_paste_mode, live_key,
                                     reenact_clip, reenact_options)
     from web.gradio_status import markdown, reenact_lines, reenact_live_line, reenact_tab_status
@@ -251,8 +252,8 @@ def reenact_tabs(gr, effect, limits: Limits, refuse) -> None:
         try:
             options = reenact_options(rank, layers, beta, reference, smoothing, method)
             check_paste_mode(paste_mode, live=True)
-            calibration = whole_number("calibration latents", calibration, 2, 1000)
-            calibration_s = finite("calibration seconds", calibration_s, 0.0, 60.0)
+            calibration = whole_number("calibration latents", calibration, 2, MAX_CALIBRATION)
+            calibration_s = finite("calibration seconds", calibration_s, 0.0, MAX_CALIBRATION_S)
             rgb = webcam_frame(r_cam, frame)
             if not target:
                 raise UploadRefused("no target photo given; upload the face photo the camera should drive")

@@ -23,8 +23,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-MAX_CALIBRATION = 200            # calibration latents a page may ask for (each [num_ws, w_dim] float32, kept per peer)
-MAX_CALIBRATION_S = 60.0         # ... over at most this many seconds
+from stream.reenact_calibration import MAX_CALIBRATION, MAX_CALIBRATION_S   # the hosted doors' bounds
+
 TARGET_SIDE = 640                # a target photo's longest side as streamed (larger photos are scaled down)
 _NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
