@@ -147,7 +147,7 @@ def edit_clip(effect, in_path, out_path, controls, progress: Progress | None = N
     from stream.sources import VideoFileSource
 
     info = check_video_upload(in_path, limits)
-    total = info["frames"] or (int(info["duration_s"] * info["fps"]) if info["duration_s"] else None)
+    total = info["frame_count"]
     if progress is not None:
         progress(0.0, "reading the clip" + (f" ({total} frames)" if total else ""))
 

@@ -192,15 +192,6 @@ class ReenactNetworks:
 # ------------------------------------------------------------------------------------------------ the clip job
 
 
-def driver_frames(info: dict) -> int | None:
-    """Frames of a probed clip (`check_video_upload`'s dict): the header's count, else duration × rate."""
-    if info.get("frames"):
-        return int(info["frames"])
-    if info.get("duration_s") and info.get("fps"):
-        return int(math.ceil(info["duration_s"] * info["fps"]))
-    return None
-
-
 # stage → (start, span) of the whole bar: the target, the driver's inversion, the fit, the render
 STAGES = {"target": (0.02, 0.03), "invert": (0.05, 0.5), "fit": (0.56, 0.04), "render": (0.6, 0.38)}
 
@@ -248,7 +239,7 @@ def reenact_clip(networks: ReenactNetworks, driver, target, options, paste_mode:
     report(0.0, "reading the driver clip")
     dname, tname = upload_name(driver), upload_name(target)
     info = check_video_upload(driver, limits)
-    n = driver_frames(info)
+    n = info["frame_count"]
     if n is not None and n > limits.max_driver_frames:
         raise UploadRefused(f"the driver clip '{dname}' has {n} frames, over the reenactment limit of "
                             f"{limits.max_driver_frames}; upload a shorter clip")

@@ -104,7 +104,8 @@ def check_image_upload(path, limits: Limits = Limits()) -> np.ndarray:
 
 
 def check_video_upload(path, limits: Limits = Limits()) -> dict:
-    """Probe an uploaded clip; returns {"path", "fps", "frames", "duration_s", "width", "height", "audio"}.
+    """Probe an uploaded clip; returns {"path", "fps", "frames", "frame_count", "duration_s", "width", "height",
+    "audio"} ("frames": declared, else None; "frame_count": declared, else estimated from duration and rate).
 
     `UploadRefused` for a non-video (including a still image), an oversized, over-long, too fast or too large
     clip -- all read from the headers (`stream.probe.probe_video`), nothing decoded.
@@ -114,8 +115,8 @@ def check_video_upload(path, limits: Limits = Limits()) -> dict:
     path = _received(path, "clip", "video", limits.max_video_mb, VIDEO_SUFFIXES,
                      missing="upload a video (mp4, mov, webm, mkv)", smaller="upload a shorter or smaller clip")
     info = probe_video(path, limits.probe_limits("clip"))
-    return {"path": path, "fps": info.fps or 30.0, "frames": info.frames, "duration_s": info.duration_s,
-            "width": info.width, "height": info.height, "audio": info.audio}
+    return {"path": path, "fps": info.fps or 30.0, "frames": info.frames, "frame_count": info.frame_count,
+            "duration_s": info.duration_s, "width": info.width, "height": info.height, "audio": info.audio}
 
 
 def whole_number(what: str, value, lo: int, hi: int) -> int:
