@@ -49,8 +49,7 @@ from stream.options import EffectConfig
 from stream.reenact_calibration import (CALIBRATION, CALIBRATION_S, CalibrationWindow, check_live_options,
                                         check_paste_mode, fit_fields)
 from stream.reenact_target import find_target
-from stream.frames import check_frame
-from stream.session import EditorStream, Output
+from stream.session import EditorStream
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,6 @@ class ReenactSession(EditorStream):
         self._pending_options = None          # set by the door's thread, applied by the frame's
         self._recalibrate = False
         self._lock = threading.Lock()
-        self._closed = False
 
     # ------------------------------------------------------------------ what doors read
     @property
@@ -175,25 +173,21 @@ class ReenactSession(EditorStream):
             self._recalibrate = True
 
     # ------------------------------------------------------------------ the frame
-    def process(self, frame: np.ndarray, t_capture: float | None = None, wait: bool = False) -> Output:
-        """One camera frame in; the target photo (its size, uint8 BGR, a fresh array) out with the status.
+    # process(frame) (EditorStream): one camera frame in; the target photo (its size, uint8 BGR, a fresh array) out
+    # with the status. wait=True awaits this frame's pass (and a fit it starts): every frame gets its own pass
+    # (tests, files). A frame that fails repeats the last output, counted in stats()["errors"].
+    def _step(self, frame: np.ndarray, t_capture: float, wait: bool):
+        status = self._walk(frame, t_capture, wait)
+        return self._shown_frame(), status
 
-        wait=True awaits this frame's pass (and a fit it starts): every frame gets its own pass (tests, files).
-        Never raises for a frame that fails (the last output is repeated, counted in `stats()["errors"]`);
-        ValueError only for a frame that is not uint8 [H, W, 3]."""
-        frame = check_frame(frame)
-        now = self.clock()
-        t_capture = now if t_capture is None else t_capture
-        self.counters.frames += 1
-        try:
-            status = self._walk(frame, t_capture, wait)
-        except Exception as exc:  # noqa: BLE001 -- one bad frame must not end the stream
-            kind = self.errors.count(exc)
-            status = st.FrameStatus(st.ERROR, message=st.describe(st.ERROR, error=kind))
-        self.last_status = status
+    def _failed_output(self, frame: np.ndarray) -> np.ndarray:
+        return self._shown_frame()
+
+    def _shown_frame(self) -> np.ndarray:
+        """The target photo with its freshest reenacted face (a copy); the photo as is before the first."""
         shown = self._shown
         self.counters.edited += shown is not None
-        return Output((self.target.photo if shown is None else shown.frame).copy(), status)
+        return (self.target.photo if shown is None else shown.frame).copy()
 
     def _walk(self, frame: np.ndarray, t_capture: float, wait: bool) -> st.FrameStatus:
         self._apply_pending()
@@ -405,14 +399,6 @@ class ReenactSession(EditorStream):
                             "target_steps": self.target.steps, "target_ready": self.target.ready,
                             "held_frames": self.held_frames, "fit_seconds": self.fit_seconds,
                             "options": self.options.to_dict(), "paste_mode": self.paste_mode, "reenactor": r}}
-
-    def close(self) -> None:
-        """Free the tracker and this stream's place in the editor queue (a running fit is left to finish)."""
-        if self._closed:
-            return
-        self._closed = True
-        super().close()
-
 
 DEMO_NOTICE = ("Demo effect: reenactment needs the StyleGAN networks; the target is shown as it is. Fetch them with "
                "`python -m directions setup` and start without --demo.")

@@ -101,6 +101,30 @@ class EditorStream(Closeable):
             self.errors.count(exc, where="edit")
             return None
 
+    def process(self, frame: np.ndarray, t_capture: float | None = None, wait: bool = False) -> Output:
+        """One frame in, one frame out with its status (`_step`: the subclass's walk). Never raises for a frame that
+        fails: counted in `stats()["errors"]`, its output is `_failed_output(frame)` with an error status.
+        ValueError only for a frame that is not uint8 [H, W, 3]. wait=True awaits this frame's own pass."""
+        frame = check_frame(frame)
+        t_capture = self.clock() if t_capture is None else t_capture
+        self.counters.frames += 1
+        try:
+            out, status = self._step(frame, t_capture, wait)
+        except Exception as exc:  # noqa: BLE001 -- one bad frame must not end the stream
+            kind = self.errors.count(exc)
+            status = st.FrameStatus(st.ERROR, message=st.describe(st.ERROR, error=kind))
+            out = self._failed_output(frame)
+        self.last_status = status
+        return Output(out, status)
+
+    def _step(self, frame: np.ndarray, t_capture: float, wait: bool) -> tuple:
+        """(output frame, FrameStatus) of one checked frame."""
+        raise NotImplementedError
+
+    def _failed_output(self, frame: np.ndarray) -> np.ndarray:
+        """What a frame whose walk raised shows: the camera's frame, untouched."""
+        return frame
+
     def _no_face(self) -> st.FrameStatus:
         """No face to use in this frame: too small (counted), or none found."""
         if self.tracker.too_small:
@@ -109,8 +133,14 @@ class EditorStream(Closeable):
         self.counters.no_face += 1
         return st.FrameStatus(st.NO_FACE, message=st.describe(st.NO_FACE))
 
+    @property
+    def closed(self) -> bool:
+        """True once `close()` ran (the tracker is freed then)."""
+        return self.tracker is None
+
     def close(self) -> None:
-        """Free the tracker (MediaPipe graph), the faces' memories, and this stream's place in the editor queue."""
+        """Free the tracker (MediaPipe graph), the faces' memories, and this stream's place in the editor queue.
+        Closing twice is harmless."""
         self.backend.cancel(self.id)
         if self._inflight is not None:
             self._inflight.future.cancel()
@@ -165,21 +195,13 @@ class Session(EditorStream):
         return n
 
     # ------------------------------------------------------------------ the frame
-    def process(self, frame: np.ndarray, t_capture: float | None = None, wait: bool = False) -> Output:
-        """One frame in, one frame out (same shape, uint8). Never raises for a frame that fails: it passes
-        through, counted in `stats()["errors"]`. ValueError only for a frame that is not uint8 [H, W, 3]."""
-        frame = check_frame(frame)
-        now = self.clock()
-        t_capture = now if t_capture is None else t_capture
-        self.counters.frames += 1
+    # process(frame) (EditorStream): one frame in, one frame out (same shape, uint8); a frame that fails passes
+    # through, counted.
+    def _step(self, frame: np.ndarray, t_capture: float, wait: bool):
         if not self.controls.enabled:
             self.counters.disabled += 1
-            return self._out(frame, st.FrameStatus(st.OFF, message=st.describe(st.OFF)))
-        try:
-            return self._out(*self._walk(frame, t_capture, wait))
-        except Exception as exc:  # noqa: BLE001 -- one bad frame must not end the stream
-            kind = self.errors.count(exc)
-            return self._out(frame, st.FrameStatus(st.ERROR, message=st.describe(st.ERROR, error=kind)))
+            return frame, st.FrameStatus(st.OFF, message=st.describe(st.OFF))
+        return self._walk(frame, t_capture, wait)
 
     def _walk(self, frame: np.ndarray, t_capture: float, wait: bool):
         faces = self.tracker.track(frame, t_capture)
@@ -196,10 +218,6 @@ class Session(EditorStream):
             self._collect(block=True)
             return self._compose(frame, faces, bound_s=float("inf"))
         return self._compose(frame, faces, bound_s=self.staleness_s)
-
-    def _out(self, frame: np.ndarray, status: st.FrameStatus) -> Output:
-        self.last_status = status
-        return Output(frame, status)
 
     def _status(self, state: str, faces: list, edited: int = 0, age_ms: float | None = None,
                 notice: str | None = None) -> st.FrameStatus:

@@ -363,7 +363,7 @@ def test_peer_switches_to_the_target_calibrates_drives_holds_a_lost_face_and_com
             peer.on_message(json.dumps({"type": "edit"}))
             snap = await _feed(peer, frames, 20, until=lambda s: s["stream"] == "edit" and s["size"] == [320, 240])
             assert snap["stream"] == "edit" and snap["reenact"] is None and snap["size"] == [320, 240]
-            assert channel.of("reenact_ok")[-1]["mode"] == "edit" and peer.reenact is None and session._closed
+            assert channel.of("reenact_ok")[-1]["mode"] == "edit" and peer.reenact is None and session.closed
             assert snap["controls"]["directions"] == {"smile": 2.0}
             peer.on_message(json.dumps({"type": "recalibrate"}))
             assert "not reenacting" in channel.of("error")[-1]["message"]
@@ -376,7 +376,7 @@ def test_peer_switches_to_the_target_calibrates_drives_holds_a_lost_face_and_com
             await peer.close("test over")
             await runner.cleanup()
             effect.close()
-        assert last._closed, "closing the peer closes its reenactment session"
+        assert last.closed, "closing the peer closes its reenactment session"
 
     asyncio.run(scenario())
 
