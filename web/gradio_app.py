@@ -44,16 +44,16 @@ def one_line(exc: BaseException, what: str) -> str:
     return f"the {what} could not be processed ({type(exc).__name__}); the server log has the details"
 
 
-def build_app(effect, notice: str | None = None, limits: Limits = Limits()):
+def build_app(effect, limits: Limits = Limits()):
     """The Gradio Blocks app around `effect` (tabs: Photo, Clip, Webcam, Reenact, Reenact live), each with a status
-    beside its output. `notice`: an extra line for the banner (the effect's own state is always shown)."""
+    beside its output; the banner says the effect's state (`web.gradio_status.effect_lines`)."""
     import gradio as gr
 
     from web.gradio_status import clip_lines, effect_lines, markdown, result_status, tab_status
 
     names = list(effect.available_directions)
     default = names[0] if names else None
-    banner = effect_lines(effect.info) + ([notice] if notice and notice != effect.notice else [])
+    banner = effect_lines(effect.info)
 
     def refuse(exc: BaseException, what: str):
         raise gr.Error(one_line(exc, what), print_exception=False) from None
@@ -260,7 +260,7 @@ def reenact_tabs(gr, effect, limits: Limits, refuse) -> None:
             if live is None or not live.fits(live_key(target, paste_mode, calibration, calibration_s), options):
                 if live is not None:
                     live.close()
-                live = None
+                live = None       # a constructor that raises leaves no closed session in the state
                 live = ReenactWebcam(effect, target, options, paste_mode, calibration, calibration_s, limits)
         except Exception as exc:  # noqa: BLE001 -- bad options, a refused target photo, a bad frame
             return None, reenact_live_line(None, problem=one_line(exc, "camera frame")), live

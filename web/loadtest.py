@@ -189,7 +189,7 @@ def hostile_sdp(m_lines: int = 1200) -> str:
     return head + "".join(section.format(i=i) for i in range(m_lines))
 
 
-def hostile_bodies(valid_sdp: str, url: str) -> list[tuple[str, bytes, dict]]:
+def hostile_bodies(valid_sdp: str) -> list[tuple[str, bytes, dict]]:
     """(name, body, extra headers) of the offers a hostile client sends in turn."""
     deep = "[" * 50000 + "]" * 50000
     return [
@@ -207,7 +207,7 @@ async def flood_offers(url: str, seconds: float, valid_sdp: str, concurrency: in
     """Post hostile and valid offers back to back from `concurrency` tasks for `seconds`; {name: {status: n}}."""
     import aiohttp
 
-    bodies = hostile_bodies(valid_sdp, url)
+    bodies = hostile_bodies(valid_sdp)
     counts: dict = {name: {} for name, _, _ in bodies}
     deadline = time.monotonic() + seconds
 

@@ -221,7 +221,7 @@ def test_gradio_api_clip_photo_and_refusals_over_loopback(request, tiny_effect, 
     face_photo = tmp_path / "small.jpg"
     cv2.imwrite(str(face_photo), cv2.resize(cv2.imread(str(faces_dir / "01.jpg")), (320, 240)))
     port = free_port()
-    app = build_app(tiny_effect, None)
+    app = build_app(tiny_effect)
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)

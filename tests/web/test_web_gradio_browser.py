@@ -53,7 +53,7 @@ def test_gradio_webcam_tab_streams_edited_frames(request, tmp_path, faces_dir):
 
     _, E, deltas = build_tiny_nets()
     effect = CountingEffect(Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas, batching=True))
-    app = build_app(effect, None)
+    app = build_app(effect)
     port = free_port()
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     y4m = tmp_path / "face.y4m"
@@ -107,7 +107,7 @@ def test_gradio_reenact_live_tab_calibrates_then_drives_the_photo(request, tmp_p
 
     _, E, deltas = build_tiny_nets()
     effect = Effect(EffectConfig(device="cpu"), encoder=E, directions=deltas, batching=True)
-    app = build_app(effect, None)
+    app = build_app(effect)
     port = free_port()
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     y4m, target = tmp_path / "face.y4m", tmp_path / "mona.jpg"
