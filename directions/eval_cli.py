@@ -132,19 +132,19 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _micromotion_edits(args, G) -> list:
+    """The micromotion directions to evaluate, loaded as every door loads a folder (`directions.files.load_folder`:
+    those asked for must load; of a listed folder, one per name, stray or incompatible files skipped with a
+    warning)."""
     from directions.evaluate import edits_from_directions  # noqa: PLC0415
-    from directions.files import default_dir, find_direction, list_directions, load  # noqa: PLC0415
+    from directions.files import default_dir, load_folder  # noqa: PLC0415
 
     folder = Path(args.dir) if args.dir else default_dir()
-    if args.direction:
-        paths = [find_direction(name, [folder]) for name in args.direction]
-    else:
-        paths = list_directions(folder)
-        if not paths and not (args.interfacegan or args.ganspace):
-            raise FileNotFoundError(f"no directions in {folder}; get the paper's with `python -m directions "
-                                    f"install-official` or pass --direction FILE")
-    dirs = [load(p) for p in paths]
-    return edits_from_directions("micromotion", dirs, G.num_ws, G.w_dim, getattr(G, "source_sha256", None))
+    sha = getattr(G, "source_sha256", None)
+    found = load_folder(folder, args.direction or None, num_ws=G.num_ws, w_dim=G.w_dim, generator_sha256=sha)
+    if not found.directions and not args.direction and not (args.interfacegan or args.ganspace):
+        raise FileNotFoundError(f"no directions in {folder}; get the paper's with `python -m directions "
+                                f"install-official` or pass --direction FILE")
+    return edits_from_directions("micromotion", found.directions, G.num_ws, G.w_dim, sha)
 
 
 def _interfacegan_edits(args, G) -> list:

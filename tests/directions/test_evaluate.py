@@ -278,3 +278,26 @@ def test_cli_eval_on_photos_aligns_and_inverts(tiny_files, tmp_path, faces_dir, 
     assert doc["config"]["faces"] == 2 and doc["matrix"]["columns"] == []
     assert doc["results"][0]["identity"]["dlib"]["n"] == 2
     assert not (tmp_path / "out" / "eval_matrix.png").exists()           # no scorer: no matrix to draw
+
+
+def test_eval_door_loads_a_folder_as_every_door_does(tmp_path):
+    """`python -m directions eval` takes its micromotion directions through `load_folder`: a copied file of the same
+    direction, a stray file and one made for another generator are skipped (not two 'smile' rows, not a crash)."""
+    import argparse
+    import types
+
+    from directions.eval_cli import _micromotion_edits
+    from directions.files import Direction, make_meta, save
+
+    g = torch.Generator().manual_seed(0)
+    smile = Direction("smile", torch.randn(6, 16, generator=g), make_meta("rpca"))
+    save(smile, tmp_path / "smile.safetensors")
+    save(Direction("smile", torch.randn(6, 16, generator=g), make_meta("rpca")), tmp_path / "copy.safetensors")
+    save(Direction("blink", torch.randn(6, 16, generator=g), make_meta("rpca")), tmp_path / "blink.safetensors")
+    save(Direction("wide", torch.randn(6, 32, generator=g), make_meta("rpca")), tmp_path / "wide.safetensors")
+    (tmp_path / "notes.pt").write_bytes(b"not a direction at all")
+    G = types.SimpleNamespace(num_ws=6, w_dim=16, source_sha256=None)
+    args = argparse.Namespace(dir=str(tmp_path), direction=None, interfacegan=[], ganspace=[])
+    edits = _micromotion_edits(args, G)
+    assert sorted(e.name for e in edits) == ["blink", "smile"]
+    torch.testing.assert_close(next(e for e in edits if e.name == "smile").delta, smile.delta)
