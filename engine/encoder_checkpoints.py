@@ -261,8 +261,8 @@ def load_encoder(path_or_name: str | Path, device="cpu"):
     `path_or_name`: a file, or a manifest name resolved by `engine.weights` (e.g. "e4e-ffhq",
     "restyle-psp-ffhq"). Returns the `Encoder` in eval mode on `device`, with `decoder` (the generator it was
     trained with), `latent_avg`, `n_iters` (opts['n_iters_per_batch'] for ReStyle), `opts` and `source_path` (its
-    sha256: `engine.checkpoints.source_sha256(E)`, hashed on first ask). Raises `CheckpointError` (one line) for unreadable files, other architectures and
-    missing / unexpected / mis-shaped keys.
+    sha256: `engine.checkpoints.source_sha256(E)`, hashed on first ask). Raises `CheckpointError` (one line) for
+    unreadable files, other architectures and missing / unexpected / mis-shaped keys.
     """
     path = resolve_path(path_or_name)
     ckpt = read_checkpoint(path)

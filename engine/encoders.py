@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.irse import IRSE_UNITS, IRSE_WIDTHS, body_specs, make_body, make_input_layer, run_body, stage_ends
+from engine.ops import HALF_DTYPES, apply_keeping_latent_avg_fp32
 from engine.stylegan2 import EqualLinear
 
 KINDS = ("psp", "e4e", "restyle_psp", "restyle_e4e")
@@ -119,7 +120,7 @@ class _IRSEEncoder(nn.Module):
         first (the layout then propagates through the body): oneDNN's half convolutions are fast only there on
         CPU (float16 NCHW falls back to a reference kernel, 20-50x slower). float32 keeps its layout."""
         self._check_input(x)
-        if x.dtype in (torch.float16, torch.bfloat16):
+        if x.dtype in HALF_DTYPES:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.input_layer(x)
 
@@ -317,12 +318,7 @@ class Encoder(nn.Module):
         """Casts and moves drop the cached average image; `latent_avg` moves but stays float32 under a half cast
         (latents are float32 whatever the network dtype)."""
         self._avg_image = None  # device/dtype change: recompute the cached average image
-        avg = self.latent_avg
-        out = super()._apply(fn, *args, **kwargs)
-        moved = self._buffers["latent_avg"]
-        if moved.dtype in (torch.float16, torch.bfloat16) and avg.dtype == torch.float32:
-            self._buffers["latent_avg"] = avg.to(moved.device)
-        return out
+        return apply_keeping_latent_avg_fp32(self, super()._apply, fn, *args, **kwargs)
 
     def _param_dtype(self) -> torch.dtype:
         return next(self.encoder.parameters()).dtype

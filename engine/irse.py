@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.ops import HALF_DTYPES
+
 # IR-SE depths (units per stage) of the ArcFace backbones; pSp/e4e/ReStyle use 50.
 IRSE_UNITS = {
     50: (3, 4, 14, 3),
@@ -81,7 +83,7 @@ class SEModule(nn.Module):
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype in (torch.float16, torch.bfloat16):
+        if x.dtype in HALF_DTYPES:
             # the 1x1 convs on a 1x1 map as matrix products: same maths, without oneDNN's per-call setup of a
             # half-precision conv (which costs more than the product itself on CPU)
             pooled = x.mean(dim=(2, 3))                                                   # [N, C]

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)   # the half precisions of the engine's fp16/bf16 policy
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)  # keeps the activation's second moment at 1 for unit-variance inputs
 
@@ -160,3 +161,15 @@ class Upsample(nn.Module):
 
 
 __all__ = ["Blur", "FusedLeakyReLU", "Upsample", "fused_leaky_relu", "make_kernel", "upfirdn2d"]
+
+
+def apply_keeping_latent_avg_fp32(module: nn.Module, apply, fn, *args, **kwargs):
+    """`module._apply` for a network with a `latent_avg` buffer: casts and moves run as usual (`apply` is the
+    parent's `_apply`), but a half-precision cast leaves `latent_avg` float32 on the new device (latents are
+    float32 whatever the network dtype)."""
+    avg = module.latent_avg
+    out = apply(fn, *args, **kwargs)
+    moved = module._buffers["latent_avg"]
+    if moved.dtype in HALF_DTYPES and avg.dtype == torch.float32:
+        module._buffers["latent_avg"] = avg.to(moved.device)
+    return out

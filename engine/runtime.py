@@ -191,6 +191,8 @@ def prepare(module, device: Any = "cpu", precision: str | Precision = "fp32", ke
     """
     import torch  # noqa: PLC0415
 
+    from engine.ops import HALF_DTYPES  # noqa: PLC0415
+
     policy = Precision.resolve(precision, device)
     dev = resolve_device(device)
     module = module.eval().requires_grad_(False).to(dev)
@@ -204,7 +206,7 @@ def prepare(module, device: Any = "cpu", precision: str | Precision = "fp32", ke
         # half-precision activations run channels_last (oneDNN / tensor-core layout): 4-D conv weights too, once,
         # instead of a layout copy inside every conv call
         for tensor in list(module.parameters()) + list(module.buffers()):
-            if tensor.ndim == 4 and tensor.dtype in (torch.float16, torch.bfloat16):
+            if tensor.ndim == 4 and tensor.dtype in HALF_DTYPES:
                 tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
     return module
 

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.ops import Blur, FusedLeakyReLU, Upsample, fused_leaky_relu
+from engine.ops import HALF_DTYPES, Blur, FusedLeakyReLU, Upsample, apply_keeping_latent_avg_fp32, fused_leaky_relu
 
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
+_HALF_DTYPES = HALF_DTYPES
 _TINY = 1e-30  # floor of the pre-normalisation gains (an all-zero style or filter stays zero, no 0/0)
 HALF_CONV_CLAMP = 256.0  # float16 activation clamp (NVIDIA's conv_clamp): keeps every conv sum below 65504
 _CHANNEL_BASE = 16384  # channels = channel_multiplier * 16384 / resolution above 32x32 (rosinality's table)
@@ -390,12 +390,7 @@ class Generator(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         """Module casts move `latent_avg` with the model but keep it float32 when the model goes half."""
-        avg = self.latent_avg
-        out = super()._apply(fn, *args, **kwargs)
-        moved = self._buffers["latent_avg"]
-        if moved.dtype in _HALF_DTYPES and avg.dtype == torch.float32:
-            self._buffers["latent_avg"] = avg.to(moved.device)
-        return out
+        return apply_keeping_latent_avg_fp32(self, super()._apply, fn, *args, **kwargs)
 
     def noise_maps(self) -> list[torch.Tensor]:
         """The fixed noise buffers, one per styled conv: [1, 1, r, r]."""
