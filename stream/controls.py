@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from directions.alpha import MAX_ALPHA  # the one alpha bound of every door (directions/alpha.py)
+from directions.alpha import MAX_ALPHA, check_alpha  # the one alpha bound and check of every door
 from directions.files import did_you_mean
 
 PASTE_MODES = ("residual", "replace")
@@ -61,7 +61,7 @@ class Controls:
         for name, alpha in self.directions.items():
             if not isinstance(name, str) or not name:
                 raise ValueError(f"direction names must be non-empty strings, got {name!r}")
-            clean[name] = finite("alpha of " + repr(name), alpha, -MAX_ALPHA, MAX_ALPHA)
+            clean[name] = check_alpha(alpha, "alpha of " + repr(name))
         if available is not None:
             check_direction_names(clean, available)
         self.directions = clean
