@@ -13,8 +13,7 @@ import logging
 import ssl
 import sys
 
-from stream.options import config_from_args
-from web.door_args import add_effect_and_log_arguments, add_listen_arguments, start_logging
+from web.door_args import add_effect_and_log_arguments, add_listen_arguments, open_effect, start_logging
 from web.guard import Limits, RequestRules
 
 
@@ -85,12 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             "serving plain HTTP on %s: browsers on other machines refuse the camera to non-https pages; "
             "add --cert cert.pem --key key.pem", args.host)
 
-    from aiohttp import web
-
     if args.control:
         return _serve_control(args, ssl_context)
 
-    from stream.effect import Effect
     from web.server import ServerConfig, WebServer, ice_servers_from_urls
 
     try:
@@ -99,10 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        effect = Effect.open(config_from_args(args), batching=True)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    effect = open_effect(args)
+    if effect is None:
         return 2
     if effect.notice:
         logging.getLogger("web").warning("%s", effect.notice)
@@ -120,21 +114,27 @@ def main(argv: list[str] | None = None) -> int:
     scheme = "https" if ssl_context else "http"
     print(f"micromotion: open {scheme}://{args.host}:{args.port}/  (mode: {server.mode})", flush=True)
     try:
-        web.run_app(server.make_app(), host=args.host, port=args.port, ssl_context=ssl_context, print=None,
-                    access_log=logging.getLogger("aiohttp.access") if args.log_level.upper() == "DEBUG" else None)
+        return _listen(server.make_app(), args, ssl_context,
+                       access_log=logging.getLogger("aiohttp.access") if args.log_level.upper() == "DEBUG" else None)
+    finally:
+        effect.close()
+
+
+def _listen(app, args, ssl_context, **kwargs) -> int:
+    """Serve `app` on --host/--port until stopped: 0, or 2 with one line when the address cannot be bound."""
+    from aiohttp import web
+
+    try:
+        web.run_app(app, host=args.host, port=args.port, ssl_context=ssl_context, print=None, **kwargs)
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); pick another --port",
               file=sys.stderr)
         return 2
-    finally:
-        effect.close()
     return 0
 
 
 def _serve_control(args, ssl_context) -> int:
     """`--control URL`: the page without media, relaying its controls to a running virtual camera."""
-    from aiohttp import web
-
     from web.control import ControlPage
 
     try:
@@ -145,13 +145,7 @@ def _serve_control(args, ssl_context) -> int:
     scheme = "https" if ssl_context else "http"
     print(f"micromotion: open {scheme}://{args.host}:{args.port}/  (controls of the virtual camera at {page.url})",
           flush=True)
-    try:
-        web.run_app(page.make_app(), host=args.host, port=args.port, ssl_context=ssl_context, print=None)
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); pick another --port",
-              file=sys.stderr)
-        return 2
-    return 0
+    return _listen(page.make_app(), args, ssl_context)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from stream.options import add_effect_arguments
 
@@ -30,3 +31,16 @@ def start_logging(args: argparse.Namespace) -> str | None:
     if bool(args.cert) != bool(args.key):
         return "--cert and --key go together; give both (PEM files) or neither"
     return None
+
+
+def open_effect(args: argparse.Namespace):
+    """The door's one batched `stream.effect.Effect` from its effect flags; None, with the one-line reason printed,
+    when the flags or files are refused. Missing weights are not refused: the effect says so itself."""
+    from stream.effect import Effect  # noqa: PLC0415
+    from stream.options import config_from_args  # noqa: PLC0415
+
+    try:
+        return Effect.open(config_from_args(args), batching=True)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None

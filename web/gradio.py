@@ -37,16 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --max-driver-frames must be >= 2 (a motion needs two frames)", file=sys.stderr)
         return 2
 
-    from stream.effect import Effect
-    from stream.options import config_from_args
+    from web.door_args import open_effect
     from web.gradio_app import build_app
     from web.gradio_status import effect_lines
     from web.gradio_uploads import Limits
 
-    try:
-        effect = Effect.open(config_from_args(args), batching=True)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    effect = open_effect(args)
+    if effect is None:
         return 2
     try:
         for line in effect_lines(effect.info):   # what every tab also says: missing networks/directions, skipped files
