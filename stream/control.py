@@ -29,7 +29,6 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from stream import status as st
 from stream.controls import MAX_ALPHA, Controls
 
 log = logging.getLogger(__name__)
@@ -118,12 +117,8 @@ def door_config(info, config) -> dict:
     direction file usable); notice: the one line saying what is missing (None when ready); command: the one command
     that fixes it; skipped_directions: [[file, reason]] of direction files that did not fit.
     """
-    state, notice, command = info.state, info.notice, info.command
-    if info.available and state != "demo" and not info.direction_names:
-        state, command = st.DIRECTIONS_MISSING, st.DIRECTIONS_COMMAND
-        notice = st.describe(st.DIRECTIONS_MISSING)
-    return {"directions": list(info.direction_names), "direction_info": info.direction_info(), "state": state,
-            "notice": notice, "command": command, "skipped_directions": [list(x) for x in info.skipped_directions],
+    return {"directions": list(info.direction_names), "direction_info": info.direction_info(), "state": info.state,
+            "notice": info.notice, "command": info.command, "skipped_directions": [list(x) for x in info.skipped_directions],
             "staleness_ms": config.staleness_for(info.device_type), "max_faces": config.max_faces,
             "available": info.available, "editor_mode": info.mode}
 

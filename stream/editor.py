@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from stream import status as st
 from stream.options import EffectConfig
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,11 @@ class Editor:
         with torch.no_grad():
             self._avg_ws = E.latent_avg.detach().float().to(self.device).reshape(self.num_ws, self.w_dim)
             self._avg_img = E.average_image()[0].detach() if self.restyle else None
+        state, notice, command = "ready", None, None
+        if not self.names:   # networks, nothing to edit with (stream.loader says why: which folder, which files)
+            state, notice, command = st.DIRECTIONS_MISSING, st.describe(st.DIRECTIONS_MISSING), st.DIRECTIONS_COMMAND
         self.info = EditorInfo(
-            available=True, state="ready", notice=None, command=None, mode=config.mode, crop_size=self.crop_size,
+            available=True, state=state, notice=notice, command=command, mode=config.mode, crop_size=self.crop_size,
             direction_names=list(self.names), direction_meta=meta, skipped_directions=list(skipped_directions),
             device_type=self.device.type, precision=self.precision.name)
 

@@ -460,3 +460,17 @@ def test_file_and_photo_jobs_align_as_the_encoders_were_trained_on_any_device(ti
     session = pinned.new_session(offline=True)
     assert session.tracker.aligner == "mediapipe"
     session.close()
+
+
+def test_an_editor_without_directions_says_so_in_every_door(tiny_nets):
+    """An editor built with networks but no direction (e.g. the camera reenactment door's) is in the
+    directions_missing state itself, with the notice and the setup command every door shows (stream.control)."""
+    from stream.control import door_config
+    from stream.status import DIRECTIONS_COMMAND
+
+    effect = make_effect(tiny_nets)
+    bare = Effect(EffectConfig(device="cpu"), encoder=copy.deepcopy(tiny_nets[1]), directions={})
+    assert effect.info.state == "ready" and door_config(effect.info, effect.config)["notice"] is None
+    cfg = door_config(bare.info, bare.config)
+    assert bare.info.available and cfg["state"] == "directions_missing" and cfg["command"] == DIRECTIONS_COMMAND
+    assert "faces are reconstructed, not edited" in cfg["notice"]
