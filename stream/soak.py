@@ -41,10 +41,9 @@ def clip_frames(path: str | None) -> Iterator[np.ndarray]:
         return
     from stream.sources import VideoFileSource  # noqa: PLC0415
 
-    while True:
-        with VideoFileSource(path) as src:
-            for frame, _t in src:
-                yield frame
+    with VideoFileSource(path, loop=True) as src:   # a clip with no frame ends the loop instead of spinning
+        for frame, _t in src:
+            yield frame
 
 
 def soak(seconds: float, engine_ms: float, fps: float = 30.0, clip: str | None = None, every: float = 10.0,

@@ -170,7 +170,8 @@ class VideoFileSource(Source):
             text += f"; the file could not be read past that point ({self.read_error})"
         return text
 
-    def _note_failure(self, exc: Exception) -> None:
+    def _note_failure(self, exc: Exception) -> str:
+        """Count an undecodable packet (logged: the first as a warning); returns its one-line detail."""
         self.packets_failed += 1
         self._pending += 1
         self._since_failure = 0
@@ -181,6 +182,7 @@ class VideoFileSource(Source):
                            detail)
         else:
             logger.debug("%s: undecodable packet (%s)", self.path.name, detail)
+        return detail
 
     def _decoded(self) -> Iterator:
         """Decoded `av.VideoFrame`s of one pass; packets the decoder rejects are counted and skipped."""
@@ -194,8 +196,7 @@ class VideoFileSource(Source):
             except StopIteration:
                 break
             except av.error.FFmpegError as exc:  # the container itself is damaged: stop reading here
-                self.read_error = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-                self._note_failure(exc)
+                self.read_error = self._note_failure(exc)
                 break
             flushed = packet.size == 0
             try:
