@@ -166,7 +166,7 @@ def install(
 
     # A file of the same name that is not an official direction (the user's own build) is never overwritten
     # silently: refuse before downloading or writing anything.
-    foreign = [str(p) for p in targets.values() if p.exists() and not force and not _is_official(p)]
+    foreign = [] if force else [str(p) for p in user_files(wanted, folder).values()]
     if foreign:
         raise FileExistsError(
             f"{', '.join(foreign)} already exist and are not official micromotion directions; move them, install "
