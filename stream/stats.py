@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 EMA = 0.1     # weight of the newest sample in the moving averages
 STAGES = ("landmarks", "align", "encode", "generate", "paste", "edit")   # "edit": submit -> result (ms)
@@ -66,10 +66,8 @@ class SessionCounters:
             self.waiting += 1
 
     def as_dict(self) -> dict:
-        return {"frames": self.frames, "tracked": self.tracked, "edited": self.edited, "edits": self.edits, "waiting": self.waiting,
-                "stale": self.stale, "no_face": self.no_face, "too_small": self.too_small, "disabled": self.disabled,
-                "t": self.t, "edit_age_ms": self.edit_age_ms, "max_edit_age_ms": self.max_edit_age_ms,
-                "batch": self.batch, "stage_ms": dict(self.stage_ms), "last_ms": dict(self.last_ms)}
+        """Every counter and timing, by field name (the stage dicts copied)."""
+        return asdict(self)
 
 
 class EditRate:
