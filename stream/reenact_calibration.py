@@ -94,6 +94,11 @@ def fit_fields(options) -> dict:
     """The options the motion model depends on (everything but β)."""
     return {k: v for k, v in options.to_dict().items() if k != "beta"}
 
+def can_reenact(info) -> bool:
+    """Whether an editor (its `EditorInfo`) can reenact: networks loaded, not the network-free demo."""
+    return bool(info.available) and info.state != "demo"
+
+
 def check_paste_mode(mode: str) -> str:
     if mode not in LIVE_PASTE_MODES:
         raise ValueError(f"live reenactment pastes with {' or '.join(LIVE_PASTE_MODES)}, not {mode!r}; "

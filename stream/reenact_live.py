@@ -46,8 +46,8 @@ import numpy as np
 from stream import status as st
 from stream.editor import FaceJob
 from stream.options import EffectConfig
-from stream.reenact_calibration import (CALIBRATION, CALIBRATION_S, CalibrationWindow, check_live_options,
-                                        check_paste_mode, fit_fields)
+from stream.reenact_calibration import (CALIBRATION, CALIBRATION_S, CalibrationWindow, can_reenact,
+                                        check_live_options, check_paste_mode, fit_fields)
 from stream.reenact_target import find_target
 from stream.session import EditorStream
 
@@ -136,7 +136,7 @@ class ReenactSession(EditorStream):
     @property
     def available(self) -> bool:
         """False when the editor cannot reenact (no networks, tracking only, the demo): the target is shown as is."""
-        return bool(self.info.available) and self.info.state != "demo"
+        return can_reenact(self.info)
 
     @property
     def phase(self) -> str:

@@ -21,7 +21,7 @@ from aiohttp import web
 from stream.control import parse_json
 from web.guard import Limits, RequestRules, guard_middleware
 from web.hints import alpha_hints
-from web.server import STATIC_DIR, effect_mode_from_config
+from web.server import STATIC_DIR, effect_mode
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 3.0
@@ -87,7 +87,7 @@ class ControlPage:
         names = list(cfg.get("directions", []))
         return web.json_response({**cfg, "kind": "remote", "control_url": self.url, "iceServers": [],
                                   "alpha": alpha_hints(names, cfg.get("direction_info") or {}),
-                                  "mode": effect_mode_from_config(cfg)})
+                                  "mode": effect_mode(cfg.get("available"), cfg.get("state"))})
 
     async def get_stats(self, request: web.Request) -> web.Response:
         status, body = await self._call("GET", "/stats")

@@ -70,17 +70,11 @@ class ServerConfig:
         return self.ice_addresses if self.ice_addresses else addresses_for_bind(self.host)
 
 
-def effect_mode(info) -> str:
-    """The page's mode word: "full" | "demo" | "tracking" (networks missing or --tracking-only)."""
-    if info.available:
-        return "demo" if info.state == "demo" else "full"
-    return "tracking"
-
-
-def effect_mode_from_config(cfg: dict) -> str:
-    """`effect_mode` from a door's /config body (`stream.control.door_config`)."""
-    if cfg.get("available"):
-        return "demo" if cfg.get("state") == "demo" else "full"
+def effect_mode(available: bool, state: str | None) -> str:
+    """The page's mode word from an editor's `available` and `state` (its EditorInfo, or a door's /config body):
+    "full" | "demo" | "tracking" (networks missing or --tracking-only)."""
+    if available:
+        return "demo" if state == "demo" else "full"
     return "tracking"
 
 
@@ -93,7 +87,7 @@ class WebServer:
         self.peers: dict = {}
         self.reserved = 0                   # offers holding a peer place while being answered (see `offer`)
         self.refused: Counter = Counter()   # refused requests by reason (GET /stats)
-        self.mode = effect_mode(effect.info)
+        self.mode = effect_mode(effect.info.available, effect.info.state)
         limits = self.config.limits
         self.rules = RequestRules(self.config.allow_origins)
         self.offer_rate = TokenBuckets(limits.offers_per_s, limits.offer_burst)
@@ -157,11 +151,12 @@ class WebServer:
         """The reenactment mode's options, defaults and bounds (GET /config "reenact"). Without networks the
         defaults and methods are left out: they live with the motion model (torch), which such a server never
         loads for /config -- its page greys the options and streams the target as it is."""
-        from stream.reenact_calibration import CALIBRATION, CALIBRATION_S, LIVE_PASTE_MODES  # noqa: PLC0415
+        from stream.reenact_calibration import (  # noqa: PLC0415
+            CALIBRATION, CALIBRATION_S, LIVE_PASTE_MODES, can_reenact)
         from stream.reenact_live import DEMO_NOTICE  # noqa: PLC0415
 
         info, limits = self.effect.info, self.config.limits
-        available = bool(info.available) and info.state != "demo"
+        available = can_reenact(info)
         config = {"available": available, "notice": None, "paste_modes": list(LIVE_PASTE_MODES),
                   "calibration": CALIBRATION, "calibration_s": CALIBRATION_S, "max_calibration": MAX_CALIBRATION,
                   "num_ws": getattr(self.effect.editor, "num_ws", None), "target_side": self.config.target_side,
