@@ -19,7 +19,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from stream.controls import MAX_ALPHA, Controls, animation_t
-from stream.editor import EditorStandin
 from stream.face.tracking import landmark_jump
 from stream.loader import DOWNLOAD_COMMAND, WeightsMissing, build_editor, load_editor
 from stream.options import MODES, EffectConfig
@@ -60,28 +59,10 @@ class Effect:
         editor = load_editor(config, **kwargs)
         return cls(config, editor=editor, batching=batching, landmarker_factory=factory)
 
-    @classmethod
-    def create(cls, config: EffectConfig | None = None, **kwargs) -> "Effect":
-        """`Effect.open` with the synchronous backend (files, scripts)."""
-        return cls.open(config, batching=False, **kwargs)
-
-    @classmethod
-    def tracking_only(cls, config: EffectConfig | None = None, reason: str | None = None,
-                      landmarker_factory: Callable[[], Any] | None = None) -> "Effect":
-        """An effect without networks: faces are tracked and drawn; `notice` says why."""
-        config = config or EffectConfig()
-        standin = EditorStandin("tracking_only", reason or "face tracking only: no edit is applied",
-                                crop_size=config.paste_size or 256, mode=config.mode)
-        return cls(config, editor=standin, landmarker_factory=landmarker_factory)
-
     # ------------------------------------------------------------------ what doors read
     @property
     def info(self):
         return self.backend.info
-
-    @property
-    def is_tracking_only(self) -> bool:
-        return not self.info.available
 
     @property
     def notice(self) -> str | None:
@@ -105,8 +86,6 @@ class Effect:
         job (aligned as the encoders were trained, whatever the device: `EffectConfig.aligner_for`)."""
         return Session(self.backend, self.config, controls=controls, landmarker_factory=self._landmarker_factory,
                        clock=clock, stream_id=stream_id, offline=offline)
-
-    new_state = new_session
 
     def new_reenact_session(self, target_photo: np.ndarray, options=None, clock: Callable[[], float] = time.monotonic,
                             stream_id: str | None = None, **kwargs):

@@ -70,7 +70,7 @@ def _page_controls(alpha: float, tmp_path, capsys) -> str | None:
 def demo_effect():
     from stream.effect import Effect, EffectConfig
 
-    effect = Effect.create(EffectConfig(demo=True, device="cpu"))
+    effect = Effect.open(EffectConfig(demo=True, device="cpu"), batching=False)
     yield effect
     effect.close()
 

@@ -117,7 +117,7 @@ def frame_mask(effect, frame, landmarks, dilate=3):
 
 def test_real_face_edited_inside_mask_only(tiny_nets, face_frame, face_landmarks):
     effect = make_effect(tiny_nets)  # the real MediaPipe landmarker, video mode
-    state = effect.new_state()
+    state = effect.new_session()
     controls = Controls(directions={"smile": 3.0}, paste_mode="residual")
     try:
         out = effect.process(face_frame, controls, state)
@@ -137,7 +137,7 @@ def test_real_face_edited_inside_mask_only(tiny_nets, face_frame, face_landmarks
 
 def test_no_face_and_disabled_pass_through(tiny_nets, face_frame, face_landmarks):
     effect = make_effect(tiny_nets, [face_landmarks])
-    state = effect.new_state()
+    state = effect.new_session()
     flat = np.full((240, 320, 3), 128, np.uint8)
     out = effect.process(flat, Controls(directions={"smile": 3.0}), state)
     assert out is flat and np.all(out == 128)
@@ -149,7 +149,7 @@ def test_no_face_and_disabled_pass_through(tiny_nets, face_frame, face_landmarks
 
 def test_no_face_with_real_landmarker(tiny_nets):
     effect = make_effect(tiny_nets)
-    state = effect.new_state()
+    state = effect.new_session()
     noise = np.random.default_rng(3).integers(0, 255, (240, 320, 3), dtype=np.uint8)
     before = noise.copy()
     try:
@@ -167,7 +167,7 @@ def test_animation_sweep(tiny_nets, face_frame, face_landmarks):
 
     effect = make_effect(tiny_nets, [face_landmarks])
     now = [100.0]
-    state = effect.new_state(clock=lambda: now[0])
+    state = effect.new_session(clock=lambda: now[0])
     outs = []
     for s in (0.0, 1.0):  # t = 0 then t = 1
         now[0] = 100.0 + s
@@ -180,9 +180,9 @@ def test_animation_sweep(tiny_nets, face_frame, face_landmarks):
 
 def test_mixed_directions_are_summed(tiny_nets, face_frame, face_landmarks):
     effect = make_effect(tiny_nets, [face_landmarks], mode="paper")  # stateless encoding: same w each time
-    mixed = effect.process(face_frame, Controls(directions={"smile": 1.5, "blink": 1.5}), effect.new_state())
-    summed = effect.process(face_frame, Controls(directions={"both": 1.5}), effect.new_state())
-    single = effect.process(face_frame, Controls(directions={"smile": 1.5}), effect.new_state())
+    mixed = effect.process(face_frame, Controls(directions={"smile": 1.5, "blink": 1.5}), effect.new_session())
+    summed = effect.process(face_frame, Controls(directions={"both": 1.5}), effect.new_session())
+    single = effect.process(face_frame, Controls(directions={"smile": 1.5}), effect.new_session())
     assert np.abs(mixed.astype(int) - summed.astype(int)).max() <= 1
     assert np.abs(mixed.astype(int) - single.astype(int)).max() > 5
 
@@ -190,12 +190,12 @@ def test_mixed_directions_are_summed(tiny_nets, face_frame, face_landmarks):
 def test_residual_vs_replace(tiny_nets, face_frame, face_landmarks):
     effect = make_effect(tiny_nets, [face_landmarks], mode="paper")
     none = {"smile": 0.0}
-    res0 = effect.process(face_frame, Controls(directions=none, paste_mode="residual"), effect.new_state())
-    rep0 = effect.process(face_frame, Controls(directions=none, paste_mode="replace"), effect.new_state())
+    res0 = effect.process(face_frame, Controls(directions=none, paste_mode="residual"), effect.new_session())
+    rep0 = effect.process(face_frame, Controls(directions=none, paste_mode="replace"), effect.new_session())
     assert np.array_equal(res0, face_frame)  # nothing to add
     assert not np.array_equal(rep0, face_frame)  # the (random) generator's face replaces the real one
-    rep3 = effect.process(face_frame, Controls(directions={"smile": 3.0}, paste_mode="replace"), effect.new_state())
-    res3 = effect.process(face_frame, Controls(directions={"smile": 3.0}, paste_mode="residual"), effect.new_state())
+    rep3 = effect.process(face_frame, Controls(directions={"smile": 3.0}, paste_mode="replace"), effect.new_session())
+    res3 = effect.process(face_frame, Controls(directions={"smile": 3.0}, paste_mode="residual"), effect.new_session())
     # replace pastes G(w'); residual adds G(w') - G(w): they differ from each other by (G(w) - real face)
     assert not np.array_equal(rep3, res3)
     inside = frame_mask(effect, face_frame, face_landmarks, dilate=0)
@@ -211,7 +211,7 @@ def test_several_faces_batched(tiny_nets, face_frame, face_landmarks):
     seen = []
     fwd = effect.editor.E.encoder.forward
     effect.editor.E.encoder.forward = lambda x: (seen.append(tuple(x.shape)), fwd(x))[1]
-    state = effect.new_state()
+    state = effect.new_session()
     out = effect.process(wide, Controls(directions={"smile": 3.0}), state)
     assert seen == [(2, 6, 64, 64)]  # one encoder call for both faces
     left, right = out[:, :640], out[:, 640:]
@@ -265,11 +265,11 @@ def mem_crop(effect, frame, landmarks):
 def test_two_streams_are_independent(tiny_nets, face_frame, face_landmarks):
     effect = make_effect(tiny_nets, [face_landmarks])
     c = Controls(directions={"smile": 2.0})
-    a = effect.new_state()
+    a = effect.new_session()
     a_first = effect.process(face_frame, c, a)
     for _ in range(2):
         effect.process(face_frame, c, a)
-    b = effect.new_state()
+    b = effect.new_session()
     b_first = effect.process(face_frame, c, b)
     assert np.array_equal(a_first, b_first)  # B starts fresh: A's history does not leak into it
     (wa,), (wb,) = [t.memory.ws for t in a.faces], [t.memory.ws for t in b.faces]
@@ -282,7 +282,7 @@ def test_exception_passes_frame_through_counted_logged_once(tiny_nets, face_fram
              4: MemoryError("out of memory")}
     effect = make_effect(tiny_nets)
     effect._landmarker_factory = lambda: ReplayLandmarker([face_landmarks], fail_on=fails)
-    state = effect.new_state()
+    state = effect.new_session()
     c = Controls(directions={"smile": 3.0})
     outs = []
     with caplog.at_level(logging.ERROR, logger="stream.session"):
@@ -298,7 +298,7 @@ def test_exception_passes_frame_through_counted_logged_once(tiny_nets, face_fram
 
 def test_network_exception_passes_through(tiny_nets, face_frame, face_landmarks):
     effect = make_effect(tiny_nets, [face_landmarks])
-    state = effect.new_state()
+    state = effect.new_session()
     runner = effect.editor._synth_runner
     good = runner.fn
     runner.fn = lambda *a: (_ for _ in ()).throw(RuntimeError("CUDA error: an illegal memory access"))
@@ -368,9 +368,10 @@ def test_no_weights_raises_weightsmissing_with_the_command(tmp_path, monkeypatch
     assert DOWNLOAD_COMMAND in str(info.value) and info.value.command == DOWNLOAD_COMMAND
     assert str(info.value).count("python -m ") == 1  # ONE command (networks and directions)
 
-    effect = Effect.create(EffectConfig(device="cpu"), landmarker_factory=lambda: ReplayLandmarker([face_landmarks]))
-    assert effect.is_tracking_only and DOWNLOAD_COMMAND in effect.notice
-    state = effect.new_state()
+    effect = Effect.open(EffectConfig(device="cpu"), batching=False,
+                         landmarker_factory=lambda: ReplayLandmarker([face_landmarks]))
+    assert not effect.info.available and DOWNLOAD_COMMAND in effect.notice
+    state = effect.new_session()
     out = effect.process(face_frame, Controls(), state)
     assert out.shape == face_frame.shape and not np.array_equal(out, face_frame)  # the face is drawn
     flat = np.zeros((100, 100, 3), np.uint8)
@@ -394,7 +395,7 @@ def test_directions_loaded_from_files(tiny_nets, tmp_path, face_frame, face_land
     with pytest.raises(FileNotFoundError, match="frown"):
         Effect(EffectConfig(device="cpu", directions=("frown",), directions_dir=str(tmp_path)),
                encoder=copy.deepcopy(E))
-    out = effect.process(face_frame, Controls(directions={"smile": 2.0, "blink": 1.0}), effect.new_state())
+    out = effect.process(face_frame, Controls(directions={"smile": 2.0, "blink": 1.0}), effect.new_session())
     assert out is not face_frame
 
 
@@ -420,8 +421,8 @@ def test_feather_setting_reaches_the_mask(tiny_nets, face_frame, face_landmarks)
     c = Controls(directions={"smile": 3.0})
     soft = make_effect(tiny_nets, [face_landmarks], mode="paper", feather_px=30.0)
     hard = make_effect(tiny_nets, [face_landmarks], mode="paper", feather_px=1.0)
-    a = soft.process(face_frame, c, soft.new_state())
-    b = hard.process(face_frame, c, hard.new_state())
+    a = soft.process(face_frame, c, soft.new_session())
+    b = hard.process(face_frame, c, hard.new_session())
     changed = lambda img: (np.abs(img.astype(int) - face_frame.astype(int)).max(axis=2) > 0)  # noqa: E731
     assert changed(a).sum() > changed(b).sum()  # a wider feather reaches further out
 
@@ -437,7 +438,7 @@ def test_live_mode_renders_at_live_resolution_and_paper_mode_at_full(tiny_nets, 
     real_forward = live.editor.G.forward
     live.editor.G.forward = lambda ws, out_resolution=None: calls.append(out_resolution) or real_forward(ws, out_resolution)
     c = Controls(directions={"smile": 3.0})
-    state = live.new_state()
+    state = live.new_session()
     out = live.process(face_frame, c, state)
     assert calls == [small]
     assert out is not face_frame and out.shape == face_frame.shape

@@ -229,7 +229,8 @@ def test_options_change_live_and_bad_ones_are_one_line(nets, moving, target, sti
 
 def test_without_networks_the_target_is_shown_and_the_status_says_why(moving, target, still_landmarker):
     frames, factory = moving
-    tracking = Effect.tracking_only(EffectConfig(device="cpu", smoothing=False), landmarker_factory=factory)
+    tracking = Effect.open(EffectConfig(device="cpu", smoothing=False, tracking_only=True), batching=False,
+                           landmarker_factory=factory)
     demo = Effect.open(EffectConfig(device="cpu", demo=True, smoothing=False), batching=False,
                        landmarker_factory=factory)
     for effect, state, words in ((tracking, st.TRACKING_ONLY, "face tracking only"),

@@ -146,7 +146,7 @@ def test_preview_keys_without_directions_say_why():
     from stream.control import apply_key
     from stream.effect import Effect, EffectConfig
 
-    effect = Effect.tracking_only(EffectConfig(device="cpu"))
+    effect = Effect.open(EffectConfig(device="cpu", tracking_only=True), batching=False)
     session = effect.new_session()
     try:
         assert "no directions" in apply_key(session, ord("+"))
