@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from web.gradio_uploads import Limits, check_image_upload, check_video_upload, fit_within, upload_name
+from web.gradio_uploads import Limits, check_video_upload, fit_within, load_work_photo, upload_name
 
 Progress = Callable[[float, str], Any]      # progress(fraction in [0, 1], text)
 
@@ -116,11 +116,8 @@ def render_image(effect, image_path, direction: str | None, alpha: float, n_fram
     name = upload_name(image_path)
     report = progress or (lambda fraction, text: None)
     report(0.0, "reading the photo")
-    uploaded = check_image_upload(image_path, limits)
-    image = fit_within(uploaded, limits.work_side)
+    image, resized = load_work_photo(image_path, limits)
     size = (image.shape[1], image.shape[0])
-    resized = ((uploaded.shape[1], uploaded.shape[0]), size) if image is not uploaded else None
-    del uploaded
     motion = micromotion_frames(effect, image, direction, alpha, n_frames, warmup,
                                 progress=lambda f, text: report(0.9 * f, text))
     out = Path(out_dir or tempfile.mkdtemp(prefix="micromotion-"))

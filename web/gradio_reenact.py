@@ -229,7 +229,7 @@ def reenact_clip(networks: ReenactNetworks, driver, target, options, paste_mode:
 
     from directions.reenact import resolve_layers
     from stream.reenact_job import run_job
-    from web.gradio_uploads import Limits, UploadRefused, check_image_upload, check_video_upload, fit_within, upload_name
+    from web.gradio_uploads import Limits, UploadRefused, check_video_upload, load_work_photo, upload_name
 
     limits = limits or Limits()
     report = progress or (lambda fraction, text: None)
@@ -244,11 +244,8 @@ def reenact_clip(networks: ReenactNetworks, driver, target, options, paste_mode:
         raise UploadRefused(f"the driver clip '{dname}' has {n} frames, over the reenactment limit of "
                             f"{limits.max_driver_frames}; upload a shorter clip")
     report(0.01, "reading the target photo")
-    uploaded = check_image_upload(target, limits)
-    photo = fit_within(uploaded, limits.work_side)
+    photo, resized = load_work_photo(target, limits)
     size = (photo.shape[1], photo.shape[0])
-    resized = ((uploaded.shape[1], uploaded.shape[0]), size) if photo is not uploaded else None
-    del uploaded
     out = Path(out_dir or tempfile.mkdtemp(prefix="micromotion-reenact-"))
     work = Path(tempfile.mkdtemp(prefix="target-", dir=out))
     target_file = work / f"{Path(tname).stem[:40] or 'target'}.png"
@@ -299,7 +296,7 @@ class ReenactWebcam:
                  calibration_s: float = 4.0,               # ... spread over at least this many seconds
                  limits=None):                             # web.gradio_uploads.Limits (the target's working size)
         from stream.driver import FrameDriver
-        from web.gradio_uploads import Limits, check_image_upload, fit_within, upload_name
+        from web.gradio_uploads import Limits, load_work_photo, upload_name
 
         self.effect = effect
         self.key = live_key(target, paste_mode, calibration, calibration_s)
@@ -308,7 +305,7 @@ class ReenactWebcam:
         self.session = self.driver = None
         self.status = None             # the last output's stream.status.FrameStatus
         self.problem: str | None = None  # why there is no session (shown as the line)
-        photo = fit_within(check_image_upload(target, limits or Limits()), (limits or Limits()).work_side)
+        photo, _ = load_work_photo(target, limits or Limits())
         try:
             self.session = effect.new_reenact_session(photo, options, paste_mode=check_paste_mode(paste_mode, True),
                                                       calibration=int(calibration),

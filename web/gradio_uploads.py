@@ -103,6 +103,16 @@ def check_image_upload(path, limits: Limits = Limits()) -> np.ndarray:
     return read_image(path, limits.probe_limits("photo"))
 
 
+def load_work_photo(value, limits: Limits = Limits()) -> tuple[np.ndarray, tuple | None]:
+    """An uploaded photo (`check_image_upload`) at the app's working size: (uint8 [H, W, 3] BGR scaled to fit
+    `limits.work_side`, ((uploaded W, H), (worked W, H)) when it was scaled, else None)."""
+    uploaded = check_image_upload(value, limits)
+    photo = fit_within(uploaded, limits.work_side)
+    if photo is uploaded:
+        return photo, None
+    return photo, ((uploaded.shape[1], uploaded.shape[0]), (photo.shape[1], photo.shape[0]))
+
+
 def check_video_upload(path, limits: Limits = Limits()) -> dict:
     """Probe an uploaded clip; returns {"path", "fps", "frames", "frame_count", "duration_s", "width", "height",
     "audio"} ("frames": declared, else None; "frame_count": declared, else estimated from duration and rate).
